@@ -1,0 +1,45 @@
+"""Ablations: the response's log-probability with some sources removed from the prompt text (batched)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .features import AttributionJob
+from .prompts import build_prompt
+
+
+def random_masks(n_sources: int, n_masks: int, keep_prob: float = 0.5, seed: int = 0) -> np.ndarray:
+    """``[n_masks, n_sources]`` boolean keep-masks, deterministic given the seed."""
+    rng = np.random.default_rng(seed)
+    return rng.random((n_masks, n_sources)) < keep_prob
+
+
+def target_logit_means(logprobs: torch.Tensor) -> torch.Tensor:
+    """ContextCite's per-target output: mean over tokens of ``log(p / (1 - p))``, computed stably from log p."""
+    logprobs = logprobs.clamp(max=-1e-7)
+    return (logprobs - torch.log(-torch.expm1(logprobs))).mean(-1)
+
+
+@torch.inference_mode()
+def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int = 8) -> torch.Tensor:
+    """``[n_masks, response tokens]``: log-prob of each response token with the masked-out sources removed."""
+    tokenizer = job.lm.tokenizer
+    prompts = [
+        build_prompt(tokenizer, job.query, job.sources, keep=np.flatnonzero(mask).tolist(), template=job.template).input_ids
+        for mask in masks
+    ]
+    order = np.argsort([len(p) for p in prompts])
+    out = torch.zeros(len(prompts), len(job.response_ids))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        logprobs = job.lm.response_logprobs([prompts[i] for i in chunk], [job.response_ids] * len(chunk))
+        out[torch.as_tensor(chunk)] = logprobs.cpu()
+    return out
+
+
+def ablation_outputs(job: AttributionJob, masks: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """``[n_masks, targets]``: the per-target output (mean log-odds of its tokens) under each ablation."""
+    logprobs = ablation_logprobs(job, masks, batch_size)
+    columns = [target_logit_means(logprobs[:, t.token_start : t.token_end]) for t in job.targets]
+    return torch.stack(columns, dim=1).numpy()

@@ -1,0 +1,33 @@
+"""Exception types raised by at2-rag; every bad input maps to one of these."""
+
+
+class AT2Error(Exception):
+    """Base class of every error raised by at2-rag."""
+
+
+class EmptyInputError(AT2Error, ValueError):
+    """The query, the source list, a source's text or the response is empty."""
+
+
+class ContextTooLongError(AT2Error, ValueError):
+    """The prompt plus response does not fit in the model's context window."""
+
+    def __init__(self, n_tokens: int, limit: int):
+        self.n_tokens = n_tokens
+        self.limit = limit
+        super().__init__(
+            f"prompt and response take {n_tokens} tokens but the model's window is {limit}; "
+            "pass fewer or shorter sources, or truncate=True to cut the longest sources to fit"
+        )
+
+
+class ModelLoadError(AT2Error, OSError):
+    """The model could not be found or loaded (unknown hub id, missing path, missing package)."""
+
+
+class CoefficientMismatchError(AT2Error, ValueError):
+    """A coefficient file does not fit the loaded model (shape, architecture or model id)."""
+
+
+class UnsupportedModelError(AT2Error, ValueError):
+    """The model's attention cannot be captured (it does not route through transformers' attention interface)."""

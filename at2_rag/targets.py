@@ -1,0 +1,40 @@
+"""Targets: the response, split into sentences, each mapped to the token rows that predict it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from .sources import sentence_spans
+
+
+class Target(BaseModel):
+    """A response sentence and the response tokens it covers."""
+
+    text: str
+    start: int
+    end: int
+    token_start: int
+    token_end: int
+
+
+def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
+    """Char offset where each response token ends in the decoded response (decoding prefixes, exact for any tokenizer)."""
+    return [len(tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True)) for i in range(len(ids))]
+
+
+def split_targets(tokenizer, response_ids: Sequence[int], sentences: bool = True) -> tuple[str, list[Target]]:
+    """Decode the response and split it into sentence targets (or one whole-response target)."""
+    text = tokenizer.decode(list(response_ids), skip_special_tokens=True)
+    ends = token_char_ends(tokenizer, response_ids)
+    spans = sentence_spans(text) if sentences else [(0, len(text))]
+    spans = spans or [(0, len(text))]
+    targets = []
+    for i, (a, b) in enumerate(spans):
+        first = next((t for t, e in enumerate(ends) if e > a), len(ends) - 1)
+        last = next((t for t, e in enumerate(ends) if e >= b), len(ends) - 1)
+        if i + 1 == len(spans):
+            last = len(ends) - 1
+        targets.append(Target(text=text[a:b], start=a, end=b, token_start=first, token_end=max(last, first) + 1))
+    return text, targets
