@@ -127,7 +127,7 @@ class LanguageModel:
         with capturing(capture):
             for _ in range(max_new_tokens):
                 logits = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                    input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=1,
                 ).logits[:, -1]
                 token = logits.argmax(-1)

@@ -21,6 +21,18 @@ class PromptTemplate(BaseModel):
     instruction: str = "Question: {query}\nAnswer with only the short answer."
     header: str = "Document [{n}] {title}\n"
     separator: str = "\n\n"
+    examples: list[tuple[str, str]] = [
+        (
+            "Document [1] Eiffel Tower\nThe Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889."
+            "\n\nQuestion: In which city is the Eiffel Tower?\nAnswer with only the short answer.",
+            "Paris",
+        ),
+        (
+            "Document [1] Apollo 11\nApollo 11 landed on the Moon on July 20, 1969, commanded by Neil Armstrong."
+            "\n\nQuestion: Who commanded the mission that landed on the Moon in 1969?\nAnswer with only the short answer.",
+            "Neil Armstrong",
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -72,14 +84,18 @@ def _token_spans(offsets: Sequence[tuple[int, int]], char_spans: Sequence[tuple[
     return result
 
 
-def render_chat(tokenizer, system: str, user: str) -> tuple[str, int]:
-    """Full prompt text for one user turn and the char offset where ``user`` starts in it."""
+def render_chat(tokenizer, template: PromptTemplate, user: str) -> tuple[str, int]:
+    """Full prompt text (system, demonstration turns, then ``user``) and the char offset where ``user`` starts."""
     marker = "\u2063AT2_USER_CONTENT\u2063"
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": marker}]
+        messages = [{"role": "system", "content": template.system}]
+        for question, answer in template.examples:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": marker})
         shell = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     else:
-        shell = f"{system}\n\n{marker}\nAnswer:"
+        shots = "".join(f"{q}\nAnswer: {a}\n\n" for q, a in template.examples)
+        shell = f"{template.system}\n\n{shots}{marker}\nAnswer:"
     offset = shell.index(marker)
     return shell.replace(marker, user), offset
 
@@ -98,7 +114,7 @@ def build_prompt(
     keep = list(range(len(sources))) if keep is None else list(keep)
     context, spans = _render_context(sources, keep, template)
     user = (context + template.separator if context else "") + template.instruction.format(query=query.strip())
-    text, offset = render_chat(tokenizer, template.system, user)
+    text, offset = render_chat(tokenizer, template, user)
     char_spans = [(a + offset, b + offset) for a, b in spans]
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     token_spans = _token_spans(encoding["offset_mapping"], char_spans)

@@ -1,0 +1,150 @@
+"""Learn AT2 coefficients: collect (features, ablation masks, outputs) per example, then fit θ by
+maximising the Pearson correlation between predicted and actual ablation outputs (DESIGN.md 4a)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .ablation import ablation_outputs, random_masks
+from .coefficients import CoefficientMetadata, Coefficients
+from .features import collect
+from .hotpotqa import HotpotExample
+from .lm import LanguageModel
+from .prompts import PromptTemplate
+from .sources import split_sentences
+
+
+def collect_examples(
+    lm: LanguageModel,
+    examples: Sequence[HotpotExample],
+    out_dir: str | Path,
+    source_kind: str = "passage",
+    n_masks: int = 32,
+    keep_prob: float = 0.5,
+    shard: int = 0,
+    num_shards: int = 1,
+    max_new_tokens: int = 32,
+    template: PromptTemplate | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Write one ``.npz`` per example of this shard (skipping those already written, so runs resume)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    mine = [(i, ex) for i, ex in enumerate(examples) if i % num_shards == shard]
+    for i, ex in tqdm(mine, desc=f"collect shard {shard}/{num_shards}", disable=not progress):
+        path = out_dir / f"{i:05d}-{ex.id}.npz"
+        if not path.exists():
+            sources = split_sentences(ex.sources) if source_kind == "sentence" else ex.sources
+            job = collect(lm, [ex.question], [sources], template=template, max_new_tokens=max_new_tokens)[0]
+            masks = random_masks(len(sources), n_masks, keep_prob, seed=i)
+            outputs = ablation_outputs(job, masks)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, features=job.features.numpy(), masks=masks, outputs=outputs,
+                     response=np.array(job.response))
+            tmp.rename(path)
+        written.append(path)
+    return written
+
+
+def load_collected(paths: Iterable[str | Path]) -> list[dict[str, np.ndarray]]:
+    """Read collected examples (plain arrays; no pickle)."""
+    return [dict(np.load(p, allow_pickle=False)) for p in paths]
+
+
+def _stack_targets(items: Sequence[dict[str, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flatten to per-target rows, zero-padding sources: features [N,S,F], signs [N,M,S], outputs [N,M]."""
+    n_sources = max(it["features"].shape[1] for it in items)
+    feats, signs, outs = [], [], []
+    for it in items:
+        f, m, y = it["features"], it["masks"], it["outputs"]
+        pad = n_sources - f.shape[1]
+        sign = np.pad(2.0 * m - 1.0, ((0, 0), (0, pad)))
+        for t in range(f.shape[0]):
+            feats.append(np.pad(f[t], ((0, pad), (0, 0))))
+            signs.append(sign)
+            outs.append(y[:, t])
+    return (torch.tensor(np.stack(feats), dtype=torch.float32), torch.tensor(np.stack(signs), dtype=torch.float32),
+            torch.tensor(np.stack(outs), dtype=torch.float32))
+
+
+def _pearson(pred: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
+    pred = pred - pred.mean(-1, keepdim=True)
+    actual = actual - actual.mean(-1, keepdim=True)
+    return (pred * actual).sum(-1) / (pred.norm(dim=-1) * actual.norm(dim=-1) + 1e-8)
+
+
+def correlation(theta: torch.Tensor, items: Sequence[dict[str, np.ndarray]]) -> float:
+    """Mean Pearson correlation over targets between predicted and actual ablation outputs."""
+    feats, signs, outs = _stack_targets(items)
+    keep = outs.std(-1) > 0
+    pred = torch.einsum("nms,nsf,f->nm", signs, feats, theta)
+    return float(_pearson(pred[keep], outs[keep]).mean())
+
+
+def fit_theta(items: Sequence[dict[str, np.ndarray]], steps: int = 1000, lr: float = 1e-3, batch_size: int = 512,
+              seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """Adam on -Pearson correlation, cosine decay, grad-norm clip 1, θ from 1/F; returned L1-normalised."""
+    feats, signs, outs = _stack_targets(items)
+    keep = outs.std(-1) > 0
+    feats, signs, outs = feats[keep], signs[keep], outs[keep]
+    n_features = feats.shape[-1]
+    theta = torch.full((n_features,), 1.0 / n_features, requires_grad=True)
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    generator = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc="fit θ", disable=not progress):
+        idx = torch.randperm(len(feats), generator=generator)[:batch_size]
+        pred = torch.einsum("nms,nsf,f->nm", signs[idx], feats[idx], theta)
+        loss = -_pearson(pred, outs[idx]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([theta], 1.0)
+        optimizer.step()
+        schedule.step()
+    theta = theta.detach()
+    return theta / theta.abs().sum()
+
+
+def train(
+    lm: LanguageModel,
+    collected: Sequence[Path],
+    source_kind: str,
+    training_data: str,
+    holdout_fraction: float = 0.2,
+    steps: int = 1000,
+    progress: bool = True,
+) -> Coefficients:
+    """Fit on collected examples (a held-out fraction of them reports generalisation), then refit on all."""
+    items = load_collected(sorted(collected))
+    n_holdout = int(len(items) * holdout_fraction) if len(items) >= 5 else 0
+    fit_items, holdout = items[: len(items) - n_holdout], items[len(items) - n_holdout :]
+    theta = fit_theta(fit_items, steps=steps, progress=progress)
+    uniform = torch.full_like(theta, 1.0 / theta.numel())
+    metrics = {"train_correlation": correlation(theta, fit_items),
+               "train_correlation_average_attention": correlation(uniform, fit_items)}
+    if holdout:
+        metrics["holdout_correlation"] = correlation(theta, holdout)
+        metrics["holdout_correlation_average_attention"] = correlation(uniform, holdout)
+        theta = fit_theta(items, steps=steps, progress=progress)
+    fp = lm.fingerprint
+    metadata = CoefficientMetadata(
+        model_id=fp["model_id"], model_type=fp["model_type"], revision=lm.revision, num_layers=fp["num_layers"],
+        num_heads=fp["num_heads"], source_kind=source_kind, training_data=training_data, n_examples=len(items),
+        n_targets=sum(it["features"].shape[0] for it in items), n_ablations=int(items[0]["masks"].shape[0]),
+        metrics=metrics,
+        notes=f"fit: Pearson objective, Adam lr 1e-3 cosine, {steps} steps, L1-normalised; "
+              f"holdout = last {n_holdout} examples, final θ refit on all",
+    )
+    return Coefficients(theta=theta, metadata=metadata)
+
+
+def write_summary(coefficients: Coefficients, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(coefficients.metadata.model_dump(), indent=2))

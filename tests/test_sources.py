@@ -1,0 +1,52 @@
+import pytest
+
+from at2_rag import EmptyInputError, Source, split_sentences, to_sources
+from at2_rag.prompts import build_prompt
+from at2_rag.sources import sentence_spans
+
+
+def test_to_sources_accepts_strings_pairs_and_sources():
+    sources = to_sources(["plain", ("Title", "titled"), Source(id="x", text="obj", metadata={"k": 1})])
+    assert [s.id for s in sources] == ["0", "1", "x"]
+    assert sources[1].title == "Title" and sources[2].metadata == {"k": 1}
+
+
+@pytest.mark.parametrize("bad", [[], ["ok", "   "], [""]])
+def test_empty_sources_are_rejected(bad):
+    with pytest.raises(EmptyInputError):
+        to_sources(bad)
+
+
+def test_non_text_source_is_a_type_error():
+    with pytest.raises(TypeError):
+        to_sources([42])
+
+
+def test_sentence_split_unicode():
+    text = "Zürich liegt am See. 東京は日本の首都です。 Is it? Yes!  Done"
+    spans = sentence_spans(text)
+    assert [text[a:b] for a, b in spans] == ["Zürich liegt am See.", "東京は日本の首都です。", "Is it?", "Yes!", "Done"]
+
+
+def test_split_sentences_keeps_parent():
+    out = split_sentences([("T", "One. Two.")])
+    assert [s.text for s in out] == ["One.", "Two."]
+    assert all(s.metadata["parent_id"] == "0" and s.title == "T" for s in out)
+
+
+@pytest.mark.slow
+def test_prompt_spans_cover_exactly_the_source_text(lm):
+    sources = to_sources([("Ünïcode", "Ça va? Très bien — merci."), ("B", "Second passage 2 + 2 = 4.")])
+    layout = build_prompt(lm.tokenizer, "Who?", sources)
+    for (a, b), (ta, tb), source in zip(layout.char_spans, layout.token_spans, sources):
+        assert layout.text[a:b].endswith(source.text) and source.title in layout.text[a:b]
+        assert source.text in lm.tokenizer.decode(layout.input_ids[ta:tb])
+    sentence_layout = build_prompt(lm.tokenizer, "Who?", split_sentences(sources))
+    assert [sentence_layout.text[a:b] for a, b in sentence_layout.char_spans] == [
+        "Ça va?", "Très bien — merci.", "Second passage 2 + 2 = 4."]
+
+
+@pytest.mark.slow
+def test_empty_query_rejected(lm):
+    with pytest.raises(EmptyInputError):
+        build_prompt(lm.tokenizer, "  ", to_sources(["x"]))
