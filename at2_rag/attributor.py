@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ class AT2Attributor:
         self.template = template or PromptTemplate()
         self.max_new_tokens = max_new_tokens
         self.truncate = truncate
+        self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -65,10 +67,10 @@ class AT2Attributor:
     def jobs(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
              responses: Sequence[str | None] | None = None) -> list[AttributionJob]:
         """Generate or teacher-force and capture features for a batch (the shared first step of every method)."""
-        return collect(
-            self.lm, list(queries), [to_sources(s) for s in sources], responses, self.template,
-            self.max_new_tokens, truncate=self.truncate,
-        )
+        sources = [to_sources(s) for s in sources]
+        with self._lock:
+            return collect(self.lm, list(queries), sources, responses, self.template, self.max_new_tokens,
+                           truncate=self.truncate)
 
     def score_job(self, job: AttributionJob, scorer: Scorer | None = None) -> Attribution:
         """Score a collected job with this attributor's scorer (or another, on the same features)."""
@@ -120,4 +122,5 @@ class AT2Attributor:
         from .prompts import build_prompt
 
         layout = build_prompt(self.lm.tokenizer, query, to_sources(sources), template=self.template)
-        return self.lm.decode(self.lm.generate([layout.input_ids], self.max_new_tokens)[0])
+        with self._lock:
+            return self.lm.decode(self.lm.generate([layout.input_ids], self.max_new_tokens)[0])

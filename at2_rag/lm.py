@@ -174,6 +174,14 @@ class LanguageModel:
             logprobs = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * valid
         return (logprobs, embeds) if grad_embeddings else logprobs
 
+    def chat(self, message: str, max_new_tokens: int = 64) -> str:
+        """Answer one user message with the chat template (greedy): lets frameworks use this model as their LLM."""
+        from .prompts import render_chat, PromptTemplate
+
+        text, _ = render_chat(self.tokenizer, PromptTemplate(system="You are a helpful assistant.", examples=[]), message)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.decode(self.generate([ids], max_new_tokens)[0]).strip()
+
     def encode_response(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

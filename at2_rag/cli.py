@@ -1,0 +1,143 @@
+"""`at2-rag` command: demo, train, evaluate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_DATA = Path("../shared/data/hotpotqa")
+
+
+def _data(path: str | None, split: str) -> Path:
+    p = Path(path) if path else DEFAULT_DATA / f"{split}.jsonl"
+    if not p.is_file():
+        sys.exit(f"data file not found: {p} (pass --data PATH to a HotpotQA jsonl)")
+    return p
+
+
+def cmd_demo(args) -> None:
+    from tqdm.auto import tqdm
+
+    from . import AT2Attributor
+    from .hotpotqa import load_hotpotqa
+    from .report import attribution_html, report_html
+
+    examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
+    attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
+    sections = []
+    for ex in tqdm(examples, desc="attributing"):
+        result = attributor.attribute(ex.question, ex.sources)
+        sections.append(attribution_html(result, gold=set(ex.gold), full_page=False))
+        tqdm.write(f"\nQ: {ex.question}\nmodel answer: {result.response!r}   (gold answer: {ex.answer})")
+        tqdm.write(f"{'rank':>4}  {'score':>9}  gold  passage")
+        for rank, item in enumerate(result.ranked(), start=1):
+            tqdm.write(f"{rank:>4}  {item.score:+9.5f}  {'  * ' if item.index in ex.gold else '    '}  "
+                       f"[{item.index + 1}] {item.source.title}")
+        tqdm.write(f"scorer: {result.scorer}; generation+capture {result.timings.get('generate_s', 0):.2f}s, "
+                   f"scoring {result.timings['score_s'] * 1000:.2f}ms")
+    out = Path(args.html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report_html(sections, "at2-rag demo"), encoding="utf-8")
+    print(f"\nHTML report: {out}")
+
+
+def cmd_train(args) -> None:
+    from .hotpotqa import load_hotpotqa
+    from .lm import load_model
+    from .training import collect_examples, train, write_summary
+
+    data = _data(args.data, "train")
+    examples = load_hotpotqa(data, args.limit)
+    lm = load_model(args.model)
+    work = Path(args.work_dir) / args.source_kind
+    collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard, num_shards=args.num_shards)
+    if args.num_shards > 1 and not args.fit:
+        print(f"shard {args.shard} collected in {work}; run again with --fit once every shard is done")
+        return
+    coefficients = train(lm, sorted(work.glob("*.npz")), args.source_kind, f"{data.name} ({len(examples)} rows)",
+                         steps=args.steps)
+    path = coefficients.save(args.out)
+    write_summary(coefficients, Path(args.out).with_suffix(".json"))
+    print(json.dumps(coefficients.metadata.metrics, indent=2))
+    print(f"coefficients: {path}")
+
+
+def cmd_evaluate(args) -> None:
+    from . import AT2Attributor, make_scorer
+    from .evaluation import evaluate_scorers
+    from .hotpotqa import load_hotpotqa
+
+    attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
+    coefficients = getattr(attributor.scorer, "coefficients", None)
+    scorers = [make_scorer(name.strip(), coefficients) for name in args.scorers.split(",")]
+    examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
+    result = evaluate_scorers(attributor, examples, scorers)
+    print(f"\n{result['model']} on {result['n_examples']} examples ({result['n_lds_masks']} LDS masks)")
+    print(f"{'scorer':<18} {'LDS':>7} {'drop@1':>8} {'drop@2':>8} {'drop@3':>8} {'gold rank':>10} {'s/example':>10}")
+    for name, r in result["scorers"].items():
+        d = r["top_k_drop"]
+        print(f"{name:<18} {r['lds']:>7.3f} {d['1']:>8.3f} {d['2']:>8.3f} {d['3']:>8.3f} "
+              f"{r['mean_gold_rank']:>10.2f} {r['seconds_per_example']:>10.4f}")
+    print(f"(random gold rank: {result['random_gold_rank']})")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+def cmd_bench(args) -> None:
+    from .pruning_benchmark import main as bench_main
+
+    bench_main(["--data", str(_data(args.data, "validation")), "--limit", str(args.limit), "--json", args.json,
+                *(["--model", args.model] if args.model else [])])
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="at2-rag", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, limit):
+        p.add_argument("--data", help="HotpotQA jsonl (default: ../shared/data/hotpotqa/<split>.jsonl)")
+        p.add_argument("--limit", type=int, default=limit)
+        p.add_argument("--model", help="hub id, local directory or .gguf (default: bundled SmolLM2-135M-Instruct)")
+
+    p = sub.add_parser("demo", help="attribute a few HotpotQA questions and write an HTML report")
+    common(p, 3)
+    p.add_argument("--coefficients")
+    p.add_argument("--html", default="reports/demo.html")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="learn AT2 coefficients from ablations")
+    common(p, None)
+    p.add_argument("--out", required=True, help="coefficient file to write (.safetensors)")
+    p.add_argument("--source-kind", choices=["passage", "sentence"], default="passage")
+    p.add_argument("--masks", type=int, default=32)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--work-dir", default="runs/train", help="collected ablations (resumable)")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--fit", action="store_true", help="with shards: fit on everything collected so far")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="LDS and top-k drop of several scorers side by side")
+    common(p, 40)
+    p.add_argument("--coefficients")
+    p.add_argument("--scorers", default="at2,average-attention,gradient,esm-32")
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    p.add_argument("name", choices=["hotpotqa"])
+    common(p, 40)
+    p.add_argument("--json", default="runs/hotpotqa_pruning.json")
+    p.set_defaults(func=cmd_bench)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
