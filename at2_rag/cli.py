@@ -91,7 +91,7 @@ def cmd_bench(args) -> None:
     from .pruning_benchmark import main as bench_main
 
     bench_main(["--data", str(_data(args.data, "validation")), "--limit", str(args.limit), "--json", args.json,
-                *(["--model", args.model] if args.model else [])])
+                "--esm-ablations", str(args.esm_ablations), *(["--model", args.model] if args.model else [])])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("name", choices=["hotpotqa"])
     common(p, 40)
     p.add_argument("--json", default="runs/hotpotqa_pruning.json")
+    p.add_argument("--esm-ablations", type=int, default=32, help="0 to skip the ESM baseline")
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)

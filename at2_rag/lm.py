@@ -114,8 +114,12 @@ class LanguageModel:
         prompts: Sequence[Sequence[int]],
         max_new_tokens: int = 64,
         capture: FeatureCapture | None = None,
+        stop_at_eos: bool = True,
     ) -> list[list[int]]:
-        """Greedy decoding with a KV cache. With ``capture``, each step's attention rows are reduced on the fly."""
+        """Greedy decoding with a KV cache. With ``capture``, each step's attention rows are reduced on the fly.
+
+        ``stop_at_eos=False`` always decodes ``max_new_tokens`` (for timing).
+        """
         from transformers import DynamicCache
 
         batch = self.batch(prompts)
@@ -134,12 +138,15 @@ class LanguageModel:
                 for i in range(len(prompts)):
                     if not done[i]:
                         out[i].append(int(token[i]))
-                done |= torch.isin(token, stop)
+                if stop_at_eos:
+                    done |= torch.isin(token, stop)
                 if bool(done.all()):
                     break
                 ids = token[:, None]
                 mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
                 positions = positions[:, -1:] + 1
+        if not stop_at_eos:
+            return out
         return [seq[:-1] if seq and seq[-1] in self.stop_ids else seq for seq in out]
 
     def response_logprobs(

@@ -1,0 +1,100 @@
+"""The public API on the real default model: attribute, prune, cite, results, and bad input."""
+
+import numpy as np
+import pytest
+
+from at2_rag import (
+    AT2Attributor,
+    Attribution,
+    ContextTooLongError,
+    EmptyInputError,
+    ModelLoadError,
+    Source,
+)
+
+pytestmark = pytest.mark.slow
+
+SOURCES = [
+    ("Eiffel Tower", "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889."),
+    ("Big Ben", "Big Ben is the nickname for the Great Bell of the clock in London."),
+    ("Colosseum", "The Colosseum is an ancient amphitheatre in the centre of Rome."),
+]
+
+
+def test_attribute_generated_response(attributor):
+    result = attributor.attribute("In which city is the Eiffel Tower?", SOURCES)
+    assert isinstance(result, Attribution) and result.response
+    assert len(result.scores) == 3 and result.targets and all(len(t.scores) == 3 for t in result.targets)
+    assert result.scorer in ("at2", "average-attention")
+    assert result.top_k(1)[0].index == int(np.argmax(result.scores)) == 0
+    assert "generate_s" in result.timings
+    assert Attribution.model_validate_json(result.model_dump_json()) == result
+
+
+def test_attribute_given_response_any_llm(attributor):
+    result = attributor.attribute("Where is the Colosseum?", SOURCES, response="It is in Rome. It is ancient.")
+    assert result.response == "It is in Rome. It is ancient."
+    assert [t.text for t in result.targets] == ["It is in Rome.", "It is ancient."]
+    assert result.top_k(1)[0].source.title == "Colosseum"
+
+
+def test_batch_equals_single(attributor):
+    single = attributor.attribute("Where is Big Ben?", SOURCES, response="London.")
+    both = attributor.attribute_batch(["Where is Big Ben?", "Where is the Colosseum?"], [SOURCES, SOURCES[1:]],
+                                      ["London.", "Rome."])
+    assert np.allclose(single.scores, both[0].scores, atol=1e-6)
+    assert len(both[1].scores) == 2
+
+
+def test_prune_keeps_order_and_at_least_one(attributor):
+    kept = attributor.prune("In which city is the Eiffel Tower?", SOURCES, top_k=2, response="Paris.")
+    assert kept.indices == sorted(kept.indices) and len(kept.indices) == 2 and 0 in kept.indices
+    assert len(attributor.prune("q?", SOURCES, threshold=1e9, response="Paris.").sources) == 1
+    budget = attributor.prune("q?", SOURCES, max_tokens=25, response="Paris.")
+    assert 1 <= len(budget.sources) < 3
+
+
+def test_cite(attributor):
+    cited = attributor.cite("Which landmarks?", SOURCES, response="The tower is in Paris. The amphitheatre is in Rome.")
+    assert len(cited.citations) == 2
+    assert cited.citations[0].sources[0].index == 0 and cited.citations[1].sources[0].index == 2
+    assert cited.formatted.startswith("The tower is in Paris.[")
+    assert "Paris" in cited.citations[0].sources[0].quote
+
+
+def test_reports(attributor):
+    result = attributor.attribute("Where is Big Ben?", SOURCES, response="London.")
+    html = result.to_html()
+    assert "<html" in html and "Big Ben" in html and "London." in html
+    frame = result.to_dataframe()
+    assert list(frame["rank"].sort_values()) == [1, 2, 3]
+
+
+def test_unicode_sources(attributor):
+    result = attributor.attribute("Où est la tour?", [("Tour", "La tour Eiffel est à Paris — très célèbre. 東京タワー")],
+                                  response="À Paris.")
+    assert len(result.scores) == 1
+
+
+def test_bad_input(attributor):
+    with pytest.raises(EmptyInputError):
+        attributor.attribute("q?", [])
+    with pytest.raises(EmptyInputError):
+        attributor.attribute("   ", SOURCES)
+    with pytest.raises(EmptyInputError):
+        attributor.attribute("q?", SOURCES, response=" ")
+    with pytest.raises(ContextTooLongError, match="8192"):
+        attributor.attribute("q?", ["word " * 9000], response="x")
+
+
+def test_truncate_on_request(lm):
+    attributor = AT2Attributor.from_pretrained(truncate=True)
+    result = attributor.attribute("q?", [Source(id="long", text="word " * 9000), "short one"], response="x")
+    assert len(result.scores) == 2 and result.sources[0].id == "long"
+
+
+def test_unknown_model():
+    with pytest.raises(ModelLoadError, match="could not load model"):
+        AT2Attributor.from_pretrained("no-such-org/no-such-model-xyz")
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        AT2Attributor.from_pretrained("/nonexistent/model.gguf")

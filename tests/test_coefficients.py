@@ -1,0 +1,61 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from at2_rag import CoefficientMetadata, CoefficientMismatchError, Coefficients
+
+FP = {"model_id": "org/model", "model_type": "llama", "num_layers": 30, "num_heads": 9}
+
+
+def make(layers=30, heads=9, model_id="org/model"):
+    meta = CoefficientMetadata(model_id=model_id, model_type="llama", num_layers=layers, num_heads=heads,
+                               source_kind="passage", training_data="unit test", metrics={"holdout_correlation": 0.5})
+    return Coefficients(theta=torch.randn(layers * heads), metadata=meta)
+
+
+def test_round_trip(tmp_path):
+    c = make()
+    loaded = Coefficients.load(c.save(tmp_path / "c.safetensors"))
+    assert torch.equal(loaded.theta, c.theta.float()) and loaded.metadata == c.metadata
+    loaded.check(FP)
+
+
+def test_shape_mismatch(tmp_path):
+    with pytest.raises(CoefficientMismatchError, match="24 layers x 9 heads"):
+        Coefficients.load(make(layers=24).save(tmp_path / "c.safetensors")).check(FP)
+
+
+def test_model_mismatch_needs_opt_in(tmp_path):
+    c = Coefficients.load(make(model_id="org/other").save(tmp_path / "c.safetensors"))
+    with pytest.raises(CoefficientMismatchError, match="allow_other_model"):
+        c.check(FP)
+    c.check(FP, allow_other_model=True)
+
+
+def test_not_a_coefficient_file(tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CoefficientMismatchError, match="not an at2-rag coefficient file"):
+        Coefficients.load(tmp_path / "junk.safetensors")
+    save_file({"theta": torch.zeros(30, 9)}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(CoefficientMismatchError, match="no 'at2' metadata"):
+        Coefficients.load(tmp_path / "bare.safetensors")
+    bad = json.loads(make().metadata.model_dump_json())
+    bad["num_heads"] = 8
+    save_file({"theta": torch.zeros(30, 9)}, str(tmp_path / "lying.safetensors"), metadata={"at2": json.dumps(bad)})
+    with pytest.raises(CoefficientMismatchError, match="metadata says"):
+        Coefficients.load(tmp_path / "lying.safetensors")
+    with pytest.raises(CoefficientMismatchError, match="not found"):
+        Coefficients.load(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.slow
+def test_shipped_coefficients_fit_default_model(lm):
+    from at2_rag.coefficients import shipped_path
+
+    path = shipped_path(lm.model_id, "passage")
+    assert path is not None, "coefficients for the default model must ship in at2_rag/coefficients/"
+    c = Coefficients.load(path)
+    c.check(lm.fingerprint)
+    assert c.metadata.n_examples > 0 and "holdout_correlation" in c.metadata.metrics
