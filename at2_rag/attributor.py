@@ -12,7 +12,7 @@ import numpy as np
 
 from . import cite as cite_policy
 from . import prune as prune_policy
-from .coefficients import Coefficients, shipped_path
+from .coefficients import Coefficients, resolve, shipped_path
 from .features import AttributionJob, collect
 from .lm import LanguageModel, load_model
 from .prompts import PromptTemplate
@@ -48,9 +48,10 @@ class AT2Attributor:
     ) -> AT2Attributor:
         """Load ``model`` (None: the bundled SmolLM2-135M-Instruct) and its AT2 coefficients.
 
-        ``coefficients``: a coefficient file or object; by default the file shipped for this model, and
-        average attention (with a warning) when there is none. Raises ``ModelLoadError`` or
-        ``CoefficientMismatchError`` on bad input.
+        ``coefficients``: a coefficient file (.safetensors), a published AT2 estimator (.pt, or its hub repo
+        id such as ``madrylab/at2-phi-4-mini-instruct``) or a ``Coefficients`` object; by default the file
+        shipped for this model, and average attention (with a warning) when there is none. Raises
+        ``ModelLoadError`` or ``CoefficientMismatchError`` on bad input.
         """
         lm = load_model(model, device, dtype)
         if coefficients is None:
@@ -60,7 +61,7 @@ class AT2Attributor:
                 return cls(lm, AverageAttentionScorer(), **kwargs)
             coefficients = path
         if not isinstance(coefficients, Coefficients):
-            coefficients = Coefficients.load(coefficients)
+            coefficients = resolve(coefficients, lm.fingerprint)
         coefficients.check(lm.fingerprint, allow_other_model=allow_other_model)
         return cls(lm, AT2Scorer(coefficients), **kwargs)
 

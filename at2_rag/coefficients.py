@@ -90,3 +90,50 @@ def shipped_path(model_id: str, source_kind: str = "passage") -> Path | None:
     name = model_id.replace("/", "__") + f".{source_kind}.safetensors"
     path = Path(str(resources.files("at2_rag") / "coefficients" / name))
     return path if path.is_file() else None
+
+
+def from_at2_checkpoint(path: str | Path, fingerprint: dict, source: str | None = None) -> Coefficients:
+    """Convert a score estimator published with the AT2 paper (``score_estimator.pt``) to ``Coefficients``.
+
+    Read with ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickles.
+    Their features are ordered layer-major like ours, so ``linear.weight`` maps to θ directly.
+    """
+    try:
+        saved = torch.load(str(path), map_location="cpu", weights_only=True)
+        weight = saved["state_dict"]["linear.weight"]
+    except Exception as exc:
+        raise CoefficientMismatchError(f"{path} is not an AT2 score estimator checkpoint: {exc}") from exc
+    expected = fingerprint["num_layers"] * fingerprint["num_heads"]
+    if weight.numel() != expected:
+        raise CoefficientMismatchError(
+            f"{path} has {weight.numel()} coefficients but {fingerprint['model_id']} has "
+            f"{fingerprint['num_layers']} x {fingerprint['num_heads']} = {expected} heads"
+        )
+    metadata = CoefficientMetadata(
+        model_id=fingerprint["model_id"], model_type=fingerprint["model_type"], num_layers=fingerprint["num_layers"],
+        num_heads=fingerprint["num_heads"], source_kind="sentence", training_data=source or str(path),
+        notes="converted from a published AT2 score estimator (MadryLab/AT2 format)",
+    )
+    return Coefficients(theta=weight.detach().float().flatten(), metadata=metadata)
+
+
+def from_hub(repo_id: str, fingerprint: dict, filename: str = "score_estimator.pt",
+             revision: str | None = None) -> Coefficients:
+    """Download a published AT2 estimator (e.g. ``madrylab/at2-phi-4-mini-instruct``) and convert it."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
+    except Exception as exc:
+        raise CoefficientMismatchError(f"could not download {filename} from {repo_id}: {exc}") from exc
+    return from_at2_checkpoint(path, fingerprint, source=f"hub:{repo_id}")
+
+
+def resolve(spec: str | Path, fingerprint: dict) -> Coefficients:
+    """A coefficient file (.safetensors), a published AT2 checkpoint (.pt), or a hub repo id of one."""
+    path = Path(spec)
+    if path.suffix == ".pt" and path.is_file():
+        return from_at2_checkpoint(path, fingerprint)
+    if path.suffix == ".safetensors" or path.exists() or str(spec).count("/") != 1:
+        return Coefficients.load(path)
+    return from_hub(str(spec), fingerprint)

@@ -59,3 +59,23 @@ def test_shipped_coefficients_fit_default_model(lm):
     c = Coefficients.load(path)
     c.check(lm.fingerprint)
     assert c.metadata.n_examples > 0 and "holdout_correlation" in c.metadata.metrics
+
+
+def test_published_at2_checkpoint_converts_without_pickle(tmp_path):
+    from at2_rag.coefficients import from_at2_checkpoint, resolve
+
+    weight = torch.randn(1, 270)
+    torch.save({"class": "LinearScoreEstimator", "state_dict": {"linear.weight": weight},
+                "kwargs": {"num_features": 270, "normalize": True}, "extras": {}}, tmp_path / "score_estimator.pt")
+    c = resolve(tmp_path / "score_estimator.pt", FP)
+    assert torch.equal(c.theta, weight.flatten()) and c.metadata.model_id == "org/model"
+    with pytest.raises(CoefficientMismatchError, match="270 coefficients"):
+        from_at2_checkpoint(tmp_path / "score_estimator.pt", {**FP, "num_heads": 8})
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": {"linear.weight": weight}, "extras": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CoefficientMismatchError, match="not an AT2 score estimator"):
+        from_at2_checkpoint(tmp_path / "evil.pt", FP)
