@@ -118,6 +118,13 @@ class AT2Attributor:
         """Per-sentence citations of ``response`` (or of this model's own answer when None)."""
         return cite_policy.cite(self.attribute(query, sources, response), max_sources, relative_threshold)
 
+    def cite_batch(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
+                   responses: Sequence[str | None], max_sources: int = 3,
+                   relative_threshold: float = 0.5) -> list[CitedResponse]:
+        """``cite`` for several items in one padded batch."""
+        return [cite_policy.cite(a, max_sources, relative_threshold)
+                for a in self.attribute_batch(queries, sources, responses)]
+
     def generate(self, query: str, sources: Sequence[SourceLike]) -> str:
         """Answer with this model from these sources, without attributing (for prune-then-answer loops)."""
         from .prompts import build_prompt

@@ -46,14 +46,13 @@ def _fit_layout(lm: LanguageModel, query, sources, template, reserve: int, trunc
             raise ContextTooLongError(len(layout) + reserve, limit)
         lengths = [b - a for a, b in layout.token_spans]
         longest = max(range(len(sources)), key=lengths.__getitem__)
-        overflow = len(layout) + reserve - limit
-        keep_tokens = max(1, lengths[longest] - overflow - 8)
-        a, b = layout.token_spans[longest]
-        cut = lm.tokenizer.decode(layout.input_ids[a : a + keep_tokens]).split("\n", 1)[-1]
-        if lengths[longest] <= 1 or not cut.strip():
+        text = sources[longest].text
+        offsets = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if len(offsets) <= 1:
             raise ContextTooLongError(len(layout) + reserve, limit)
+        keep_tokens = max(1, len(offsets) - (len(layout) + reserve - limit) - 8)
         sources = list(sources)
-        sources[longest] = sources[longest].model_copy(update={"text": cut})
+        sources[longest] = sources[longest].model_copy(update={"text": text[: offsets[keep_tokens - 1][1]]})
         layout = build_prompt(lm.tokenizer, query, sources, template=template)
     return layout
 

@@ -73,8 +73,9 @@ def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, 
                eager_max: int) -> dict:
     lm = attributor.lm
     query = "Which of these passages mention a film?"
-    budget = length - 180  # template, question and answer tokens
-    sources = synthetic_sources(lm, data, budget)
+    probe = build_prompt(lm.tokenizer, query, synthetic_sources(lm, data, 1000))
+    overhead = len(probe) - sum(b - a for a, b in probe.token_spans)  # template, few-shot turns, question
+    sources = synthetic_sources(lm, data, length - overhead)
     layout = build_prompt(lm.tokenizer, query, sources)
     ids = layout.input_ids
     row: dict = {"prompt_tokens": len(ids)}

@@ -80,3 +80,15 @@ def test_lcel_chain_with_citations_and_callback(store, attributor):
     ids = [d.id for d in result["documents"]]
     assert result["citations"] and all(s.id in ids for c in result["citations"] for s in c.sources)
     assert handler.citations and all(s.id in ids for c in handler.citations for s in c.sources)
+
+
+def test_citation_runnable_batch_matches_invoke(store, attributor):
+    row, vs = store
+    docs = vs.similarity_search(row.question, k=3)
+    runnable = AT2CitationRunnable(attributor=attributor)
+    inputs = [{"question": row.question, "documents": docs, "answer": "It has 40 rooms."},
+              {"question": "Which church?", "documents": docs[:2], "answer": "Union Church."}]
+    batched = runnable.batch(inputs)
+    single = runnable.invoke(inputs[0])
+    assert [c.sources[0].id for c in batched[0]["citations"]] == [c.sources[0].id for c in single["citations"]]
+    assert all(s.index < 2 for c in batched[1]["citations"] for s in c.sources)
