@@ -58,7 +58,7 @@ def cmd_train(args) -> None:
         print(f"shard {args.shard} collected in {work}; run again with --fit once every shard is done")
         return
     coefficients = train(lm, sorted(work.glob("*.npz")), args.source_kind, f"{data.name} ({len(examples)} rows)",
-                         steps=args.steps)
+                         steps=args.steps, chunk_tokens=args.chunk_tokens)
     path = coefficients.save(args.out)
     write_summary(coefficients, Path(args.out).with_suffix(".json"))
     print(json.dumps(coefficients.metadata.metrics, indent=2))
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--source-kind", choices=["passage", "sentence"], default="passage")
     p.add_argument("--masks", type=int, default=32)
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--chunk-tokens", type=int, default=None,
+                   help="also cut responses into chunks of this many tokens as training targets")
     p.add_argument("--work-dir", default="runs/train", help="collected ablations (resumable)")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ablation import ablation_outputs, random_masks
+from .ablation import ablation_logprobs, random_masks, target_logit_means
 from .coefficients import CoefficientMetadata, Coefficients
 from .features import collect
 from .hotpotqa import HotpotExample
@@ -45,18 +45,34 @@ def collect_examples(
             sources = split_sentences(ex.sources) if source_kind == "sentence" else ex.sources
             job = collect(lm, [ex.question], [sources], template=template, max_new_tokens=max_new_tokens)[0]
             masks = random_masks(len(sources), n_masks, keep_prob, seed=i)
-            outputs = ablation_outputs(job, masks)
+            logprobs = ablation_logprobs(job, masks)
+            outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end]) for t in job.targets], 1)
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, features=job.features.numpy(), masks=masks, outputs=outputs,
+            np.savez(tmp, features=job.features.numpy(), masks=masks, outputs=outputs.numpy(),
+                     token_features=job.token_features.numpy(), token_logprobs=logprobs.numpy(),
                      response=np.array(job.response))
             tmp.rename(path)
         written.append(path)
     return written
 
 
-def load_collected(paths: Iterable[str | Path]) -> list[dict[str, np.ndarray]]:
-    """Read collected examples (plain arrays; no pickle)."""
-    return [dict(np.load(p, allow_pickle=False)) for p in paths]
+def load_collected(paths: Iterable[str | Path], chunk_tokens: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Read collected examples (plain arrays; no pickle).
+
+    Targets are the response sentences; with ``chunk_tokens``, examples that kept token-level data are
+    re-cut into consecutive chunks of that many response tokens (more sub-targets from the same ablations).
+    """
+    items = []
+    for p in paths:
+        item = dict(np.load(p, allow_pickle=False))
+        if chunk_tokens and "token_features" in item:
+            tokens = item["token_features"].shape[0]
+            spans = [(a, min(a + chunk_tokens, tokens)) for a in range(0, tokens, chunk_tokens)]
+            logprobs = torch.from_numpy(item["token_logprobs"])
+            item["features"] = np.stack([item["token_features"][a:b].mean(0) for a, b in spans])
+            item["outputs"] = torch.stack([target_logit_means(logprobs[:, a:b]) for a, b in spans], 1).numpy()
+        items.append(item)
+    return items
 
 
 def _stack_targets(items: Sequence[dict[str, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,28 +136,32 @@ def train(
     training_data: str,
     holdout_fraction: float = 0.2,
     steps: int = 1000,
+    chunk_tokens: int | None = None,
     progress: bool = True,
 ) -> Coefficients:
-    """Fit on collected examples (a held-out fraction of them reports generalisation), then refit on all."""
-    items = load_collected(sorted(collected))
-    n_holdout = int(len(items) * holdout_fraction) if len(items) >= 5 else 0
-    fit_items, holdout = items[: len(items) - n_holdout], items[len(items) - n_holdout :]
-    theta = fit_theta(fit_items, steps=steps, progress=progress)
+    """Fit on collected examples; the last ``holdout_fraction`` of them reports generalisation, then θ is
+    refit on all. Correlations are always measured on sentence targets, whatever ``chunk_tokens`` fit on."""
+    paths = sorted(collected)
+    fit_items, sentence_items = load_collected(paths, chunk_tokens), load_collected(paths)
+    n_holdout = int(len(paths) * holdout_fraction) if len(paths) >= 5 else 0
+    n_fit = len(paths) - n_holdout
+    theta = fit_theta(fit_items[:n_fit], steps=steps, progress=progress)
     uniform = torch.full_like(theta, 1.0 / theta.numel())
-    metrics = {"train_correlation": correlation(theta, fit_items),
-               "train_correlation_average_attention": correlation(uniform, fit_items)}
-    if holdout:
-        metrics["holdout_correlation"] = correlation(theta, holdout)
-        metrics["holdout_correlation_average_attention"] = correlation(uniform, holdout)
-        theta = fit_theta(items, steps=steps, progress=progress)
+    metrics = {"train_correlation": correlation(theta, sentence_items[:n_fit]),
+               "train_correlation_average_attention": correlation(uniform, sentence_items[:n_fit])}
+    if n_holdout:
+        metrics["holdout_correlation"] = correlation(theta, sentence_items[n_fit:])
+        metrics["holdout_correlation_average_attention"] = correlation(uniform, sentence_items[n_fit:])
+        theta = fit_theta(fit_items, steps=steps, progress=progress)
     fp = lm.fingerprint
     metadata = CoefficientMetadata(
         model_id=fp["model_id"], model_type=fp["model_type"], revision=lm.revision, num_layers=fp["num_layers"],
-        num_heads=fp["num_heads"], source_kind=source_kind, training_data=training_data, n_examples=len(items),
-        n_targets=sum(it["features"].shape[0] for it in items), n_ablations=int(items[0]["masks"].shape[0]),
+        num_heads=fp["num_heads"], source_kind=source_kind, training_data=training_data, n_examples=len(paths),
+        n_targets=sum(it["features"].shape[0] for it in fit_items), n_ablations=int(fit_items[0]["masks"].shape[0]),
         metrics=metrics,
-        notes=f"fit: Pearson objective, Adam lr 1e-3 cosine, {steps} steps, L1-normalised; "
-              f"holdout = last {n_holdout} examples, final θ refit on all",
+        notes=f"targets: {'chunks of %d response tokens where token data was kept, else ' % chunk_tokens if chunk_tokens else ''}"
+              f"response sentences; Pearson objective, Adam lr 1e-3 cosine, {steps} steps, L1-normalised; "
+              f"holdout = last {n_holdout} examples (sentence targets), final θ refit on all",
     )
     return Coefficients(theta=theta, metadata=metadata)
 
