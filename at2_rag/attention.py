@@ -61,11 +61,10 @@ class FeatureCapture:
             layer = self._calls % self.num_layers
         self._calls += 1
         q_len, k_len = query.shape[2], key.shape[2]
-        q_pos = torch.arange(k_len - q_len, k_len, device=query.device)
-        rows = torch.nonzero(q_pos >= self.row_start).flatten()
-        if rows.numel() == 0:
+        first = max(0, self.row_start - (k_len - q_len))  # target rows are a suffix of the query positions
+        if first >= q_len:
             return
-        q = query[:, :, rows].float()
+        q = query[:, :, first:].float()
         k = key.float()
         batch, heads, n_rows, dim = q.shape
         kv_heads = k.shape[1]
@@ -73,14 +72,14 @@ class FeatureCapture:
         scores = torch.matmul(q.reshape(batch, kv_heads, groups * n_rows, dim), k.transpose(-1, -2))
         scores = scores.reshape(batch, heads, n_rows, k_len) * (scaling if scaling is not None else dim**-0.5)
         if attention_mask is not None:
-            mask = attention_mask[..., rows, :k_len]
+            mask = attention_mask[..., first:, :k_len] if attention_mask.shape[-2] == q_len else attention_mask[..., :k_len]
             if mask.dtype == torch.bool:
                 scores = scores.masked_fill(~mask, float("-inf"))
             else:
                 scores = scores + mask.float()
-        else:
-            future = torch.arange(k_len, device=q.device)[None, :] > q_pos[rows][:, None]
-            scores = scores.masked_fill(future, float("-inf"))
+        elif n_rows > 1:  # a single decoding row sees every key; several rows need the causal mask
+            q_pos = torch.arange(k_len - n_rows, k_len, device=q.device)
+            scores = scores.masked_fill(torch.arange(k_len, device=q.device)[None, :] > q_pos[:, None], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         prompt_len = self.source_matrix.shape[1]
         per_source = torch.matmul(weights[..., :prompt_len], self.source_matrix[:, None].to(weights.device))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -27,8 +28,8 @@ def load_hotpotqa(path: str | Path, limit: int | None = None) -> list[HotpotExam
                 continue
             row = json.loads(line)
             gold_titles = {fact["title"] for fact in row.get("supporting_facts", [])}
-            sources = [
-                Source(id=f"{row['id']}:{i}", title=p["title"], text="".join(p["sentences"]).strip(),
+            sources = [  # titles come HTML-escaped in the dump ("Stone Barns Center for Food &amp; Agriculture")
+                Source(id=f"{row['id']}:{i}", title=html.unescape(p["title"]), text="".join(p["sentences"]).strip(),
                        metadata={"title": p["title"]})
                 for i, p in enumerate(row["context"])
             ]

@@ -89,6 +89,7 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
     rows: dict[str, list] = {"baseline": [], "oracle": []}
     per_k: dict[str, dict[int, list]] = {m: {k: [] for k in KS} for m in [*scorers, "embedding"]}
     timing: dict[str, list[float]] = {m: [] for m in scorers}
+    gold_rank: dict[str, list[float]] = {m: [] for m in per_k}
     generation_seconds = []
     for i, ex in enumerate(tqdm(examples, desc="hotpotqa pruning", disable=not progress)):
         job = attributor.jobs([ex.question], [ex.sources])[0]
@@ -102,6 +103,7 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
             timing[name].append(time.perf_counter() - start)
         for name, scores in method_scores.items():
             order = np.argsort(-scores, kind="stable")
+            gold_rank[name].append(float(np.mean([np.flatnonzero(order == g)[0] + 1 for g in ex.gold])))
             for k in KS:
                 keep = sorted(order[:k].tolist())
                 answer = cache.get_or_generate(attributor, ex, keep)["answer"]
@@ -112,11 +114,13 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
     methods: dict = {"baseline": _summarise(rows["baseline"]), "oracle": _summarise(rows["oracle"])}
     for name, by_k in per_k.items():
         methods[name] = {str(k): _summarise(v) for k, v in by_k.items()}
+        methods[name]["mean_gold_rank"] = float(np.mean(gold_rank[name]))
         if name in timing:
             methods[name]["attribution_s"] = float(np.mean(timing[name]))
             methods[name]["attribution_over_generation"] = float(np.mean(timing[name])) / mean_generation
     return {"model": attributor.lm.model_id, "scorer_for_at2": attributor.scorer.name, "n_examples": len(examples),
-            "generation_s": mean_generation, "methods": methods}
+            "generation_s": mean_generation, "random_gold_rank": (len(examples[0].sources) + 1) / 2 if examples else None,
+            "methods": methods}
 
 
 def print_table(result: dict) -> None:
@@ -133,9 +137,11 @@ def print_table(result: dict) -> None:
             continue
         cells = "".join(f"{by_k[str(k)]['f1']:>9.3f}/{by_k[str(k)]['contains']:.2f}/{by_k[str(k)]['gold_recall']:.2f}"
                         f"{'':>5}" for k in KS)
-        extra = f"  attribution {by_k['attribution_over_generation']:.3g}x generation" if "attribution_s" in by_k else ""
+        extra = f"  gold rank {by_k['mean_gold_rank']:.2f}"
+        if "attribution_s" in by_k:
+            extra += f", attribution {by_k['attribution_over_generation']:.3g}x generation"
         print(f"{name:<18}{cells}{extra}")
-    print("(cells: F1 / contains / gold recall)")
+    print(f"(cells: F1 / contains / gold recall; mean gold-passage rank, random = {result['random_gold_rank']})")
 
 
 def plot(result: dict, path: Path) -> None:

@@ -47,13 +47,18 @@ def reset_peak(device: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def measure(fn, device: str) -> tuple[float, float, object]:
-    reset_peak(device)
-    start = time.perf_counter()
-    out = fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, peak_mb(device), out
+def measure(fn, device: str, repeats: int = 1) -> tuple[float, float, object]:
+    """Best of ``repeats`` runs: the smallest wall time and the smallest peak (both are only ever inflated by noise)."""
+    times, peaks = [], []
+    for _ in range(repeats):
+        reset_peak(device)
+        start = time.perf_counter()
+        out = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        peaks.append(peak_mb(device))
+    return min(times), min(peaks), out
 
 
 def synthetic_sources(lm, data: Path, n_tokens: int, n_sources: int = 10) -> list[Source]:
@@ -70,7 +75,7 @@ def eager_attention_bytes(lm, length: int) -> float:
 
 
 def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, esm_max: int,
-               eager_max: int) -> dict:
+               eager_max: int, repeats: int) -> dict:
     lm = attributor.lm
     query = "Which of these passages mention a film?"
     probe = build_prompt(lm.tokenizer, query, synthetic_sources(lm, data, 1000))
@@ -81,7 +86,7 @@ def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, 
     row: dict = {"prompt_tokens": len(ids)}
 
     lm.generate([ids[:64]], 2)  # warm-up
-    t, base_peak, out = measure(lambda: lm.generate([ids], NEW_TOKENS, stop_at_eos=False), device)
+    t, base_peak, out = measure(lambda: lm.generate([ids], NEW_TOKENS, stop_at_eos=False), device, repeats)
     row["generate_s"], row["generate_peak_mb"] = t, base_peak
     response = out[0]
 
@@ -89,19 +94,19 @@ def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, 
         return FeatureCapture.for_spans([layout.token_spans], [0], len(ids), len(sources), lm.num_layers,
                                         lm.num_heads, lm.device)
 
-    t, peak, _ = measure(lambda: lm.generate([ids], NEW_TOKENS, capture=capture(), stop_at_eos=False), device)
+    t, peak, _ = measure(lambda: lm.generate([ids], NEW_TOKENS, capture=capture(), stop_at_eos=False), device, repeats)
     row["generate_with_capture_s"] = t
     row["at2_capture_overhead_s"] = t - row["generate_s"]
     row["at2_capture_extra_peak_mb"] = peak - base_peak
 
-    t, forward_peak, _ = measure(lambda: lm.response_logprobs([ids], [response]), device)
+    t, forward_peak, _ = measure(lambda: lm.response_logprobs([ids], [response]), device, repeats)
     row["forward_s"], row["forward_peak_mb"] = t, forward_peak
 
     def teacher_forced():
         job = collect(lm, [query], [sources], responses=[lm.decode(response)])[0]
         return attributor.scorer.score(job)
 
-    t, peak, _ = measure(teacher_forced, device)
+    t, peak, _ = measure(teacher_forced, device, repeats)
     row["at2_teacher_forced_s"] = t
     row["at2_extra_peak_mb"] = peak - forward_peak
     row["at2_extra_analytic_mb"] = lm.num_heads * NEW_TOKENS * len(ids) * 4 * 2 / 2**20
@@ -149,6 +154,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/hotpotqa/train.jsonl")
     parser.add_argument("--esm-max-length", type=int, default=2048, help="ESM-32 only up to this length")
     parser.add_argument("--eager-max-length", type=int, default=2048, help="eager attentions measured up to here")
+    parser.add_argument("--repeats", type=int, default=3, help="best of n for generation, forward and AT2 runs")
     parser.add_argument("--json", default="runs/cost.json")
     args = parser.parse_args()
     attributor = AT2Attributor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -158,7 +164,8 @@ def main() -> None:
               platform.machine(), "threads": torch.get_num_threads(), "date": date.today().isoformat(),
               "scorer": attributor.scorer.name, "lengths": {}}
     for length in lengths:
-        row = run_length(attributor, length, Path(args.data), args.device, args.esm_max_length, args.eager_max_length)
+        row = run_length(attributor, length, Path(args.data), args.device, args.esm_max_length, args.eager_max_length,
+                         args.repeats)
         result["lengths"][str(length)] = row
         print(json.dumps({str(length): row}))
     rows = [result["lengths"][str(n)] for n in lengths]
@@ -169,13 +176,13 @@ def main() -> None:
         "forward_time": exponent(lengths, [r["forward_s"] for r in rows]),
     }
     print(f"\n{result['model']} on {args.device} ({result['dtype']}, {result['threads']} threads)")
-    print(f"{'L':>6} {'gen s':>7} {'fwd s':>7} {'capture +%':>10} {'TF/fwd':>7} {'ESM32/fwd':>9} "
+    print(f"{'L':>6} {'tokens':>6} {'gen s':>7} {'fwd s':>7} {'capture +%':>10} {'TF/fwd':>7} {'ESM32/fwd':>9} "
           f"{'AT2 +MB':>8} {'eager +MB':>10} {'AT2/eager mem':>13}")
     for n, r in zip(lengths, rows):
         esm = f"{r['esm32_s'] / r['forward_s']:>9.1f}" if "esm32_s" in r else f"{'-':>9}"
         eager = r["eager_attentions_extra_peak_mb"]
         at2_mem = max(r["at2_extra_peak_mb"], r["at2_extra_analytic_mb"])
-        print(f"{n:>6} {r['generate_s']:>7.2f} {r['forward_s']:>7.2f} "
+        print(f"{n:>6} {r['prompt_tokens']:>6} {r['generate_s']:>7.2f} {r['forward_s']:>7.2f} "
               f"{100 * r['at2_capture_overhead_s'] / r['generate_s']:>9.1f}% "
               f"{r['at2_teacher_forced_s'] / r['forward_s']:>7.2f} {esm} {at2_mem:>8.1f} "
               f"{eager:>9.0f}{'*' if r.get('eager_attentions_estimated') else ' '} {at2_mem / eager:>13.5f}")

@@ -35,6 +35,8 @@ def test_benchmark_runs_end_to_end_on_two_rows(tmp_path, small_rows):
         for k in "12345":
             assert 0 <= methods[method][k]["gold_recall"] <= 1 and len(methods[method][k]["f1_ci95"]) == 2
     assert methods["embedding"]["4"]["gold_recall"] == 1.0  # 4 of 4 passages kept
+    assert all(1.5 <= methods[m]["mean_gold_rank"] <= 3.5 for m in ("at2", "average-attention", "embedding"))
+    assert saved["random_gold_rank"] == 2.5
     assert 0 < methods["at2"]["attribution_over_generation"] < methods["esm-4"]["attribution_over_generation"]
     cache = GenerationCache(tmp_path / "cache" / "generations.jsonl")
     assert len(cache.entries) >= 4 and all(e["answer"] is not None for e in cache.entries.values())
