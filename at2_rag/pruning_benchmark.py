@@ -158,6 +158,7 @@ def plot(result: dict, path: Path) -> None:
         ax.plot(KS, [by_k[str(k)]["f1"] for k in KS], marker="o", label=name)
     ax.axhline(methods["baseline"]["f1"], color="gray", linestyle="--", label="no pruning")
     ax.axhline(methods["oracle"]["f1"], color="black", linestyle=":", label="oracle (gold only)")
+    ax.set_xticks(KS)
     ax.set_xlabel("passages kept (k)")
     ax.set_ylabel("token F1")
     ax.set_title(f"HotpotQA pruning, {result['model'].split('/')[-1]}, n={result['n_examples']}")
