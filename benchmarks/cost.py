@@ -78,10 +78,14 @@ def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, 
                eager_max: int, repeats: int) -> dict:
     lm = attributor.lm
     query = "Which of these passages mention a film?"
-    probe = build_prompt(lm.tokenizer, query, synthetic_sources(lm, data, 1000))
-    overhead = len(probe) - sum(b - a for a, b in probe.token_spans)  # template, few-shot turns, question
-    sources = synthetic_sources(lm, data, length - overhead)
-    layout = build_prompt(lm.tokenizer, query, sources)
+    budget = length - NEW_TOKENS  # prompt + response fill ``length`` tokens, so 8192 is the default model's window
+    n_tokens = budget
+    for _ in range(5):  # template, few-shot turns and headers take a few hundred tokens: shrink until it fits
+        sources = synthetic_sources(lm, data, n_tokens)
+        layout = build_prompt(lm.tokenizer, query, sources)
+        if len(layout) <= budget:
+            break
+        n_tokens -= len(layout) - budget
     ids = layout.input_ids
     row: dict = {"prompt_tokens": len(ids)}
 
