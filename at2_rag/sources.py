@@ -23,6 +23,16 @@ class Source(BaseModel):
 SourceLike = Union[str, tuple[str, str], Source]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"')\]]*\s+(?=\S)")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "u.s", "inc", "co", "mt"}
+
+
+def _ends_in_abbreviation(text: str) -> bool:
+    """True if ``text`` ends with an initial ("W.") or a common abbreviation ("Dr."), not a sentence."""
+    words = text.rstrip("\"')]").split()
+    if not words or not words[-1].endswith("."):
+        return False
+    word = words[-1][:-1].lstrip("(\"'")
+    return (len(word) == 1 and word.isupper()) or word.lower() in _ABBREVIATIONS
 
 
 def to_sources(items: Sequence[SourceLike] | Iterable[SourceLike]) -> list[Source]:
@@ -51,6 +61,8 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     start = 0
     for match in _SENTENCE_END.finditer(text):
         end = match.start() + len(match.group(0).rstrip())
+        if _ends_in_abbreviation(text[start:end]):
+            continue
         if text[start:end].strip():
             spans.append(_strip_span(text, start, end))
         start = match.end()

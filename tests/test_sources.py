@@ -28,6 +28,12 @@ def test_sentence_split_unicode():
     assert [text[a:b] for a, b in spans] == ["Zürich liegt am See.", "東京は日本の首都です。", "Is it?", "Yes!", "Done"]
 
 
+def test_sentence_split_keeps_initials_and_abbreviations():
+    text = 'It was founded by Willis W. Harman in 1973. Dr. Smith ran it (see "Mt. Hood"). It grew.'
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "It was founded by Willis W. Harman in 1973.", 'Dr. Smith ran it (see "Mt. Hood").', "It grew."]
+
+
 def test_split_sentences_keeps_parent():
     out = split_sentences([("T", "One. Two.")])
     assert [s.text for s in out] == ["One.", "Two."]
