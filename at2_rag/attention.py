@@ -72,7 +72,8 @@ class FeatureCapture:
         scores = torch.matmul(q.reshape(batch, kv_heads, groups * n_rows, dim), k.transpose(-1, -2))
         scores = scores.reshape(batch, heads, n_rows, k_len) * (scaling if scaling is not None else dim**-0.5)
         if attention_mask is not None:
-            mask = attention_mask[..., first:, :k_len] if attention_mask.shape[-2] == q_len else attention_mask[..., :k_len]
+            rows = slice(first, None) if attention_mask.shape[-2] == q_len else slice(None)  # [.., 1, L] broadcasts
+            mask = attention_mask[..., rows, :k_len]
             if mask.dtype == torch.bool:
                 scores = scores.masked_fill(~mask, float("-inf"))
             else:

@@ -183,7 +183,7 @@ class LanguageModel:
 
     def chat(self, message: str, max_new_tokens: int = 64) -> str:
         """Answer one user message with the chat template (greedy): lets frameworks use this model as their LLM."""
-        from .prompts import render_chat, PromptTemplate
+        from .prompts import PromptTemplate, render_chat
 
         text, _ = render_chat(self.tokenizer, PromptTemplate(system="You are a helpful assistant.", examples=[]), message)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -118,9 +118,9 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
         if name in timing:
             methods[name]["attribution_s"] = float(np.mean(timing[name]))
             methods[name]["attribution_over_generation"] = float(np.mean(timing[name])) / mean_generation
+    random_rank = (len(examples[0].sources) + 1) / 2 if examples else None
     return {"model": attributor.lm.model_id, "scorer_for_at2": attributor.scorer.name, "n_examples": len(examples),
-            "generation_s": mean_generation, "random_gold_rank": (len(examples[0].sources) + 1) / 2 if examples else None,
-            "methods": methods}
+            "generation_s": mean_generation, "random_gold_rank": random_rank, "methods": methods}
 
 
 def print_table(result: dict) -> None:

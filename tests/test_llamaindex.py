@@ -9,9 +9,9 @@ pytestmark = pytest.mark.slow
 
 llama_index = pytest.importorskip("llama_index.core")
 
-from llama_index.core import Document, Settings, VectorStoreIndex  # noqa: E402
-from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
-from llama_index.postprocessor.at2 import (  # noqa: E402
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+from llama_index.postprocessor.at2 import (
     AT2CitationEventHandler,
     AT2CitationQueryEngine,
     AT2LocalLLM,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from at2_rag import Source
 from langchain_core.documents import Document
+
+from at2_rag import Source
 
 
 def document_sources(documents: Sequence[Document]) -> tuple[list[int], list[Source]]:

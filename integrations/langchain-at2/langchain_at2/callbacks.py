@@ -6,11 +6,11 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from at2_rag import AT2Attributor
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.outputs import LLMResult
 
+from at2_rag import AT2Attributor
 from langchain_at2.citations import cite_documents
 
 logger = logging.getLogger(__name__)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from at2_rag import AT2Attributor
 from langchain_core.documents import Document
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, PrivateAttr
 
+from at2_rag import AT2Attributor
 from langchain_at2._convert import document_sources
 
 logger = logging.getLogger(__name__)

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from at2_rag import AT2Attributor, Attribution
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from at2_rag import AT2Attributor, Attribution
 from langchain_at2._convert import document_sources
 
 logger = logging.getLogger(__name__)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from at2_rag import load_model
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.llms import LLM
+
+from at2_rag import load_model
 
 
 class AT2LocalLLM(LLM):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from at2_rag import AT2Attributor, Attribution, Source
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from at2_rag import AT2Attributor, Attribution, Source
 
 logger = logging.getLogger(__name__)
 

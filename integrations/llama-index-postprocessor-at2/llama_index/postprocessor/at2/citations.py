@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-from at2_rag import AT2Attributor
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import RESPONSE_TYPE, Response
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -16,8 +15,9 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.query import QueryEndEvent
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import QueryBundle
-
 from llama_index.postprocessor.at2.base import node_sources
+
+from at2_rag import AT2Attributor
 
 logger = logging.getLogger(__name__)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from at2_rag import LanguageModel, load_model
 from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+
+from at2_rag import LanguageModel, load_model
 
 
 class AT2LocalLLM(CustomLLM):
