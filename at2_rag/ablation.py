@@ -21,9 +21,16 @@ def target_logit_means(logprobs: torch.Tensor) -> torch.Tensor:
     return (logprobs - torch.log(-torch.expm1(logprobs))).mean(-1)
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Ablated prompts per forward pass: 8 on accelerators; 1 on CPU, where a padded batch (explicit mask,
+    no causal fast path in SDPA) took 2.55 s per prompt against 1.38 s one at a time (1.6k tokens, 2 cores)."""
+    return 1 if device.type == "cpu" else 8
+
+
 @torch.inference_mode()
-def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int = 8) -> torch.Tensor:
+def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
     """``[n_masks, response tokens]``: log-prob of each response token with the masked-out sources removed."""
+    batch_size = batch_size or default_batch_size(job.lm.device)
     tokenizer = job.lm.tokenizer
     prompts = [
         build_prompt(tokenizer, job.query, job.sources, keep=np.flatnonzero(mask).tolist(), template=job.template).input_ids
@@ -38,7 +45,7 @@ def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int = 
     return out
 
 
-def ablation_outputs(job: AttributionJob, masks: np.ndarray, batch_size: int = 8) -> np.ndarray:
+def ablation_outputs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """``[n_masks, targets]``: the per-target output (mean log-odds of its tokens) under each ablation."""
     logprobs = ablation_logprobs(job, masks, batch_size)
     columns = [target_logit_means(logprobs[:, t.token_start : t.token_end]) for t in job.targets]

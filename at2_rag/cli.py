@@ -74,12 +74,16 @@ def cmd_evaluate(args) -> None:
     coefficients = getattr(attributor.scorer, "coefficients", None)
     scorers = [make_scorer(name.strip(), coefficients) for name in args.scorers.split(",")]
     examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
-    result = evaluate_scorers(attributor, examples, scorers)
-    print(f"\n{result['model']} on {result['n_examples']} examples ({result['n_lds_masks']} LDS masks)")
-    print(f"{'scorer':<18} {'LDS':>7} {'drop@1':>8} {'drop@2':>8} {'drop@3':>8} {'gold rank':>10} {'s/example':>10}")
+    result = evaluate_scorers(attributor, examples, scorers, work_dir=args.work_dir, shard=args.shard,
+                              num_shards=args.num_shards)
+    print(f"\n{result['model']} on {result['n_examples']} examples ({result['n_lds_masks']} LDS masks; "
+          "95% bootstrap intervals over examples)")
+    print(f"{'scorer':<18} {'LDS':>22} {'drop@1':>8} {'drop@2':>22} {'drop@3':>8} {'gold rank':>10} {'s/example':>10}")
     for name, r in result["scorers"].items():
-        d = r["top_k_drop"]
-        print(f"{name:<18} {r['lds']:>7.3f} {d['1']:>8.3f} {d['2']:>8.3f} {d['3']:>8.3f} "
+        d, lo_hi, d_ci = r["top_k_drop"], r["lds_ci95"], r["top_k_drop_ci95"]["2"]
+        lds_text = f"{r['lds']:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
+        drop_text = f"{d['2']:.3f} [{d_ci[0]:.3f}, {d_ci[1]:.3f}]"
+        print(f"{name:<18} {lds_text:>22} {d['1']:>8.3f} {drop_text:>22} {d['3']:>8.3f} "
               f"{r['mean_gold_rank']:>10.2f} {r['seconds_per_example']:>10.4f}")
     print(f"(random gold rank: {result['random_gold_rank']})")
     if args.json:
@@ -129,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--coefficients")
     p.add_argument("--scorers", default="at2,average-attention,gradient,esm-32")
     p.add_argument("--json")
+    p.add_argument("--work-dir", help="keep per-example ablations and scores here: resumable, shardable, and "
+                   "re-scoring with new coefficients reuses everything else")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmarks")

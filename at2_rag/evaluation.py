@@ -1,18 +1,145 @@
-"""Side-by-side evaluation of scorers on the same examples, the same responses and the same ablation masks."""
+"""Side-by-side evaluation of scorers on the same examples, the same responses and the same ablation masks.
+
+With a work directory every example keeps its ablation outputs (keyed by mask) and one record per scorer,
+so a long run resumes after interruption, splits into shards, and re-scoring with new coefficients only
+pays for the ablations that scorer's new top-k sources need.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .ablation import ablation_outputs, random_masks
 from .attributor import AT2Attributor
+from .features import AttributionJob
 from .hotpotqa import HotpotExample
 from .metrics import lds, top_k_drop
 from .scorers import Scorer
+
+
+class AblationCache:
+    """Per-example memo of ablation outputs keyed by keep-mask, optionally persisted as ``.npz``.
+
+    Stored outputs are only reused for the same response text: a different model or prompt invalidates them.
+    """
+
+    def __init__(self, job: AttributionJob, path: Path | None = None):
+        self.job = job
+        self.path = path
+        self._outputs: dict[bytes, np.ndarray] = {}
+        if path is not None and path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["response"]) == job.response:
+                    self._outputs = {m.tobytes(): o for m, o in zip(data["masks"], data["outputs"])}
+
+    def __call__(self, masks: np.ndarray) -> np.ndarray:
+        """``[n_masks, targets]`` outputs; only masks not seen before run the model."""
+        masks = np.asarray(masks, dtype=bool)
+        missing = list({m.tobytes(): m for m in masks if m.tobytes() not in self._outputs}.values())
+        if missing:
+            fresh = ablation_outputs(self.job, np.stack(missing))
+            self._outputs.update({m.tobytes(): o for m, o in zip(missing, fresh)})
+            self._save()
+        return np.stack([self._outputs[m.tobytes()] for m in masks])
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        n = len(self.job.sources)
+        masks = np.stack([np.frombuffer(k, dtype=bool, count=n) for k in self._outputs])
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, masks=masks, outputs=np.stack(list(self._outputs.values())), response=np.array(self.job.response))
+        tmp.rename(self.path)
+
+
+def scorer_key(scorer: Scorer) -> str:
+    """Name of a scorer's cached record: its name, plus a digest of θ for learned scorers."""
+    coefficients = getattr(scorer, "coefficients", None)
+    if coefficients is None:
+        return scorer.name
+    digest = hashlib.sha256(coefficients.theta.detach().cpu().numpy().tobytes()).hexdigest()[:12]
+    return f"{scorer.name}-{digest}"
+
+
+def _gold_rank(scores: np.ndarray, gold: Sequence[int]) -> float:
+    order = np.argsort(-scores.mean(0), kind="stable")
+    return float(np.mean([int(np.where(order == g)[0][0]) + 1 for g in gold]))
+
+
+def _bootstrap_ci(values: Sequence[float], n: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile interval of the mean over examples."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return [float(values.mean()), float(values.mean())] if len(values) else [float("nan")] * 2
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n, len(values)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def _check_manifest(work_dir: Path, manifest: dict) -> None:
+    path = work_dir / "manifest.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != manifest:
+            raise ValueError(f"{work_dir} holds an evaluation with other settings ({stored}, now {manifest}); "
+                             "use another --work-dir")
+    else:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(manifest, indent=2))
+
+
+def evaluate_example(
+    attributor: AT2Attributor,
+    example: HotpotExample,
+    index: int,
+    scorers: Sequence[Scorer],
+    n_lds_masks: int = 32,
+    ks: Sequence[int] = (1, 2, 3),
+    example_dir: Path | None = None,
+) -> dict[str, dict]:
+    """One record per scorer: LDS, top-k drop, scoring seconds, mean gold rank (cached under ``example_dir``)."""
+    records: dict[str, dict] = {}
+    todo = []
+    for scorer in scorers:
+        path = example_dir / f"{scorer_key(scorer)}.json" if example_dir else None
+        if path is not None and path.is_file():
+            records[scorer.name] = json.loads(path.read_text())
+        else:
+            todo.append((scorer, path))
+    if not todo:
+        return records
+    if example_dir is not None:
+        example_dir.mkdir(parents=True, exist_ok=True)
+    job = attributor.jobs([example.question], [example.sources])[0]
+    ablate = AblationCache(job, example_dir / "ablations.npz" if example_dir else None)
+    masks = random_masks(len(example.sources), n_lds_masks, 0.5, seed=10_000 + index)
+    outputs = ablate(masks)
+    for scorer, path in todo:
+        start = time.perf_counter()
+        scores = np.asarray(scorer.score(job), dtype=float)
+        elapsed = time.perf_counter() - start
+        record = {
+            "example_id": example.id,
+            "scorer": scorer.name,
+            "key": scorer_key(scorer),
+            "response": job.response,
+            "lds": lds(job, scores, masks, outputs),
+            "top_k_drop": {str(k): v for k, v in top_k_drop(job, scores, ks, ablate=ablate).items()},
+            "seconds": elapsed,
+            "gold_rank": _gold_rank(scores, example.gold),
+            "scores": scores.tolist(),
+        }
+        if path is not None:
+            path.write_text(json.dumps(record))
+        records[scorer.name] = record
+    return records
 
 
 def evaluate_scorers(
@@ -22,30 +149,38 @@ def evaluate_scorers(
     n_lds_masks: int = 32,
     ks: Sequence[int] = (1, 2, 3),
     progress: bool = True,
+    work_dir: str | Path | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
 ) -> dict:
-    """LDS, top-k drop, seconds per example and gold-passage rank for each scorer (DESIGN.md section 5)."""
-    rows: dict[str, dict[str, list]] = {s.name: {"lds": [], "drop": [], "seconds": [], "gold_rank": []} for s in scorers}
-    for i, ex in enumerate(tqdm(examples, desc="evaluate", disable=not progress)):
-        job = attributor.jobs([ex.question], [ex.sources])[0]
-        masks = random_masks(len(ex.sources), n_lds_masks, 0.5, seed=10_000 + i)
-        outputs = ablation_outputs(job, masks)
-        for scorer in scorers:
-            start = time.perf_counter()
-            scores = np.asarray(scorer.score(job), dtype=float)
-            elapsed = time.perf_counter() - start
-            r = rows[scorer.name]
-            r["lds"].append(lds(job, scores, masks, outputs))
-            r["drop"].append(top_k_drop(job, scores, ks))
-            r["seconds"].append(elapsed)
-            order = np.argsort(-scores.mean(0), kind="stable")
-            r["gold_rank"].append(float(np.mean([int(np.where(order == g)[0][0]) + 1 for g in ex.gold])))
+    """LDS, top-k drop, seconds per example and gold-passage rank for each scorer (DESIGN.md section 5),
+    averaged over this shard's examples, with 95% bootstrap intervals over examples."""
+    work = Path(work_dir) if work_dir is not None else None
+    if work is not None:
+        _check_manifest(work, {"model": attributor.lm.model_id, "n_lds_masks": n_lds_masks, "ks": list(ks)})
+    mine = [(i, ex) for i, ex in enumerate(examples) if i % num_shards == shard]
+    per_example = []
+    for i, ex in tqdm(mine, desc=f"evaluate shard {shard}/{num_shards}", disable=not progress):
+        example_dir = work / f"{i:05d}-{ex.id}" if work is not None else None
+        per_example.append(evaluate_example(attributor, ex, i, scorers, n_lds_masks, ks, example_dir))
     summary = {}
-    for name, r in rows.items():
-        summary[name] = {
-            "lds": float(np.mean(r["lds"])),
-            "top_k_drop": {str(k): float(np.mean([d[k] for d in r["drop"]])) for k in ks},
-            "seconds_per_example": float(np.mean(r["seconds"])),
-            "mean_gold_rank": float(np.mean(r["gold_rank"])),
+    for scorer in scorers:
+        rows = [records[scorer.name] for records in per_example]
+        lds_values = [r["lds"] for r in rows]
+        summary[scorer.name] = {
+            "lds": float(np.mean(lds_values)),
+            "lds_ci95": _bootstrap_ci(lds_values),
+            "top_k_drop": {str(k): float(np.mean([r["top_k_drop"][str(k)] for r in rows])) for k in ks},
+            "top_k_drop_ci95": {str(k): _bootstrap_ci([r["top_k_drop"][str(k)] for r in rows]) for k in ks},
+            "seconds_per_example": float(np.mean([r["seconds"] for r in rows])),
+            "mean_gold_rank": float(np.mean([r["gold_rank"] for r in rows])),
         }
-    return {"model": attributor.lm.model_id, "n_examples": len(examples), "n_lds_masks": n_lds_masks,
-            "random_gold_rank": (len(examples[0].sources) + 1) / 2 if examples else None, "scorers": summary}
+    return {
+        "model": attributor.lm.model_id,
+        "n_examples": len(mine),
+        "n_lds_masks": n_lds_masks,
+        "shard": shard,
+        "num_shards": num_shards,
+        "random_gold_rank": (len(examples[0].sources) + 1) / 2 if examples else None,
+        "scorers": summary,
+    }

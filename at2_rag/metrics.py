@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -13,20 +14,28 @@ from .ablation import ablation_outputs
 from .features import AttributionJob
 
 
-def top_k_drop(job: AttributionJob, scores: np.ndarray, ks=(1, 2, 3), batch_size: int = 8) -> dict[int, float]:
-    """Drop in the response's output (mean over targets) when the k highest-scored sources are removed."""
-    n = len(job.sources)
-    response_scores = scores.mean(0)
-    order = np.argsort(-response_scores, kind="stable")
+def top_k_masks(scores: np.ndarray, ks=(1, 2, 3)) -> np.ndarray:
+    """``[1 + len(ks), sources]`` keep-masks: everything, then without the k highest-scored sources (response mean)."""
+    n = scores.shape[-1]
+    order = np.argsort(-scores.mean(0), kind="stable")
     masks = np.ones((1 + len(ks), n), dtype=bool)
     for row, k in enumerate(ks, start=1):
         masks[row, order[: min(k, n)]] = False
-    outputs = ablation_outputs(job, masks, batch_size).mean(1)
+    return masks
+
+
+def top_k_drop(job: AttributionJob, scores: np.ndarray, ks=(1, 2, 3), batch_size: int | None = None,
+               ablate: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[int, float]:
+    """Drop in the response's output (mean over targets) when the k highest-scored sources are removed.
+
+    ``ablate`` maps masks to ``[masks, targets]`` outputs (e.g. a cache shared by several scorers)."""
+    ablate = ablate or (lambda masks: ablation_outputs(job, masks, batch_size))
+    outputs = ablate(top_k_masks(scores, ks)).mean(1)
     return {k: float(outputs[0] - outputs[row]) for row, k in enumerate(ks, start=1)}
 
 
 def lds(job: AttributionJob, scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray | None = None,
-        batch_size: int = 8) -> float:
+        batch_size: int | None = None) -> float:
     """Linear datamodeling score: Spearman correlation, over random ablation masks, between the predicted
     output (sum of kept sources' scores) and the actual output, averaged over targets."""
     if outputs is None:

@@ -51,7 +51,7 @@ class ESMScorer:
     """ContextCite: a LASSO surrogate fit on ``n_ablations`` random ablations of this very example."""
 
     def __init__(self, n_ablations: int = 32, keep_prob: float = 0.5, alpha: float = 0.01, seed: int = 0,
-                 batch_size: int = 8):
+                 batch_size: int | None = None):
         self.n_ablations = n_ablations
         self.keep_prob = keep_prob
         self.alpha = alpha

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def small_rows(validation_rows):
+    rows = [row.model_copy(deep=True) for row in validation_rows[:2]]
+    for row in rows:
+        distractors = [i for i in range(len(row.sources)) if i not in row.gold][:2]
+        keep = sorted(set(row.gold) | set(distractors))
+        row.gold = [keep.index(g) for g in row.gold if g in keep]
+        row.sources = [row.sources[i] for i in keep]
+    return rows
+
+
+@pytest.mark.slow
+def test_evaluation_resumes_and_reuses_ablations(attributor, small_rows, tmp_path, monkeypatch):
+    from at2_rag import evaluation, make_scorer
+
+    coefficients = attributor.scorer.coefficients
+    scorers = [make_scorer("at2", coefficients), make_scorer("average-attention")]
+    first = evaluation.evaluate_scorers(attributor, small_rows, scorers, n_lds_masks=6, progress=False,
+                                        work_dir=tmp_path)
+    assert first["n_examples"] == 2 and set(first["scorers"]) == {"at2", "average-attention"}
+    for summary in first["scorers"].values():
+        assert -1 <= summary["lds"] <= 1
+        assert summary["lds_ci95"][0] <= summary["lds"] <= summary["lds_ci95"][1]
+        assert set(summary["top_k_drop"]) == {"1", "2", "3"}
+
+    calls = []
+    real = evaluation.ablation_outputs
+    monkeypatch.setattr(evaluation, "ablation_outputs", lambda job, masks: calls.append(len(masks)) or real(job, masks))
+    again = evaluation.evaluate_scorers(attributor, small_rows, scorers, n_lds_masks=6, progress=False,
+                                        work_dir=tmp_path)
+    assert again == first and not calls  # every record was read back: no generation, no ablation
+
+    with_esm = evaluation.evaluate_scorers(attributor, small_rows[:1], [*scorers, make_scorer("esm-4")],
+                                           n_lds_masks=6, progress=False, work_dir=tmp_path)
+    alone = evaluation.evaluate_scorers(attributor, small_rows[:1], scorers[:1], n_lds_masks=6, progress=False,
+                                        work_dir=tmp_path)["scorers"]["at2"]
+    assert with_esm["scorers"]["at2"]["lds"] == alone["lds"]
+    assert with_esm["scorers"]["at2"]["top_k_drop"] == alone["top_k_drop"]
+    assert sum(calls) <= 3  # the new scorer's top-k masks at most; LDS masks and the full prompt were cached
+
+    with pytest.raises(ValueError, match="other settings"):
+        evaluation.evaluate_scorers(attributor, small_rows, scorers, n_lds_masks=8, progress=False, work_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_ablation_cache_matches_direct_ablation(attributor, small_rows, tmp_path):
+    from at2_rag.ablation import ablation_outputs, random_masks
+    from at2_rag.evaluation import AblationCache
+    from at2_rag.metrics import top_k_drop
+
+    job = attributor.jobs([small_rows[0].question], [small_rows[0].sources])[0]
+    masks = random_masks(len(job.sources), 5, seed=3)
+    cache = AblationCache(job, tmp_path / "ablations.npz")
+    direct = ablation_outputs(job, masks)
+    np.testing.assert_allclose(cache(masks), direct, atol=1e-5)
+    reloaded = AblationCache(job, tmp_path / "ablations.npz")
+    np.testing.assert_allclose(reloaded(masks[::-1]), direct[::-1], atol=1e-5)
+    scores = attributor.scorer.score(job)
+    assert top_k_drop(job, scores, ablate=reloaded) == pytest.approx(top_k_drop(job, scores), abs=1e-4)
