@@ -20,7 +20,7 @@ from .ablation import ablation_outputs, random_masks
 from .attributor import AT2Attributor
 from .features import AttributionJob
 from .hotpotqa import HotpotExample
-from .metrics import lds, top_k_drop
+from .metrics import bootstrap_ci, lds, mean_gold_rank, top_k_drop
 from .scorers import Scorer
 
 
@@ -66,21 +66,6 @@ def scorer_key(scorer: Scorer) -> str:
         return scorer.name
     digest = hashlib.sha256(coefficients.theta.detach().cpu().numpy().tobytes()).hexdigest()[:12]
     return f"{scorer.name}-{digest}"
-
-
-def _gold_rank(scores: np.ndarray, gold: Sequence[int]) -> float:
-    order = np.argsort(-scores.mean(0), kind="stable")
-    return float(np.mean([int(np.where(order == g)[0][0]) + 1 for g in gold]))
-
-
-def _bootstrap_ci(values: Sequence[float], n: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile interval of the mean over examples."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return [float(values.mean()), float(values.mean())] if len(values) else [float("nan")] * 2
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n, len(values)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def _check_manifest(work_dir: Path, manifest: dict) -> None:
@@ -133,7 +118,7 @@ def evaluate_example(
             "lds": lds(job, scores, masks, outputs),
             "top_k_drop": {str(k): v for k, v in top_k_drop(job, scores, ks, ablate=ablate).items()},
             "seconds": elapsed,
-            "gold_rank": _gold_rank(scores, example.gold),
+            "gold_rank": mean_gold_rank(scores.mean(0), example.gold),
             "scores": scores.tolist(),
         }
         if path is not None:
@@ -169,9 +154,9 @@ def evaluate_scorers(
         lds_values = [r["lds"] for r in rows]
         summary[scorer.name] = {
             "lds": float(np.mean(lds_values)),
-            "lds_ci95": _bootstrap_ci(lds_values),
+            "lds_ci95": bootstrap_ci(lds_values),
             "top_k_drop": {str(k): float(np.mean([r["top_k_drop"][str(k)] for r in rows])) for k in ks},
-            "top_k_drop_ci95": {str(k): _bootstrap_ci([r["top_k_drop"][str(k)] for r in rows]) for k in ks},
+            "top_k_drop_ci95": {str(k): bootstrap_ci([r["top_k_drop"][str(k)] for r in rows]) for k in ks},
             "seconds_per_example": float(np.mean([r["seconds"] for r in rows])),
             "mean_gold_rank": float(np.mean([r["gold_rank"] for r in rows])),
         }

@@ -50,6 +50,21 @@ def lds(job: AttributionJob, scores: np.ndarray, masks: np.ndarray, outputs: np.
     return float(np.mean(correlations))
 
 
+def mean_gold_rank(source_scores: np.ndarray, gold) -> float:
+    """Mean 1-based rank of the gold sources when ``source_scores`` (one per source) are sorted descending."""
+    order = np.argsort(-np.asarray(source_scores), kind="stable")
+    return float(np.mean([int(np.flatnonzero(order == g)[0]) + 1 for g in gold]))
+
+
+def bootstrap_ci(values, n: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of the mean over examples."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return [float(values.mean()), float(values.mean())] if len(values) else [float("nan")] * 2
+    means = values[np.random.default_rng(seed).integers(0, len(values), (n, len(values)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 def normalize_answer(text: str) -> str:
     """SQuAD/HotpotQA normalisation: lower-case, drop punctuation, articles and extra whitespace."""
     text = text.lower()

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .attributor import AT2Attributor
 from .hotpotqa import HotpotExample, load_hotpotqa
-from .metrics import contains_answer, exact_match, token_f1
+from .metrics import bootstrap_ci, contains_answer, exact_match, mean_gold_rank, token_f1
 from .scorers import AverageAttentionScorer, ESMScorer
 
 KS = (1, 2, 3, 4, 5)
@@ -63,16 +63,9 @@ def _answer_metrics(answer: str, gold: str) -> dict[str, float]:
     return {"f1": token_f1(answer, gold), "em": exact_match(answer, gold), "contains": contains_answer(answer, gold)}
 
 
-def _bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0) -> list[float]:
-    rng = np.random.default_rng(seed)
-    arr = np.asarray(values)
-    means = arr[rng.integers(0, len(arr), (n, len(arr)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
 def _summarise(per_row: list[dict[str, float]]) -> dict:
     out = {key: float(np.mean([r[key] for r in per_row])) for key in per_row[0]}
-    out["f1_ci95"] = _bootstrap_ci([r["f1"] for r in per_row])
+    out["f1_ci95"] = bootstrap_ci([r["f1"] for r in per_row])
     return out
 
 
@@ -103,7 +96,7 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
             timing[name].append(time.perf_counter() - start)
         for name, scores in method_scores.items():
             order = np.argsort(-scores, kind="stable")
-            gold_rank[name].append(float(np.mean([np.flatnonzero(order == g)[0] + 1 for g in ex.gold])))
+            gold_rank[name].append(mean_gold_rank(scores, ex.gold))
             for k in KS:
                 keep = sorted(order[:k].tolist())
                 answer = cache.get_or_generate(attributor, ex, keep)["answer"]
