@@ -1,5 +1,7 @@
 """at2-rag: attribute, prune and cite RAG context with AT2 (learned attention-head attribution)."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .attributor import AT2Attributor
 from .coefficients import CoefficientMetadata, Coefficients
 from .errors import (
@@ -7,20 +9,36 @@ from .errors import (
     CoefficientMismatchError,
     ContextTooLongError,
     EmptyInputError,
+    InvalidInputError,
     ModelLoadError,
     UnsupportedModelError,
 )
+from .evidence import Calibration, EvidenceModel, FusionModel
 from .lm import LanguageModel, load_model
 from .prompts import PromptTemplate
-from .results import Attribution, Citation, CitedResponse, CitedSource, PruneResult, ScoredSource, TargetScores
+from .results import (
+    Attribution,
+    Citation,
+    CitedResponse,
+    CitedSentence,
+    CitedSource,
+    PruneResult,
+    ScoredSource,
+    SourceSentence,
+    TargetScores,
+)
 from .scorers import AT2Scorer, AverageAttentionScorer, ESMScorer, GradientScorer, Scorer, make_scorer
-from .sources import Source, split_sentences, to_sources
+from .sources import Source, sentence_spans, to_sources
 
 __all__ = [
-    "AT2Attributor", "AT2Error", "AT2Scorer", "Attribution", "AverageAttentionScorer", "Citation", "CitedResponse",
-    "CitedSource", "CoefficientMetadata", "CoefficientMismatchError", "Coefficients", "ContextTooLongError",
-    "ESMScorer", "EmptyInputError", "GradientScorer", "LanguageModel", "ModelLoadError", "PromptTemplate",
-    "PruneResult", "ScoredSource", "Scorer", "Source", "TargetScores", "UnsupportedModelError", "load_model",
-    "make_scorer", "split_sentences", "to_sources",
+    "AT2Attributor", "AT2Error", "AT2Scorer", "Attribution", "AverageAttentionScorer", "Calibration", "Citation",
+    "CitedResponse", "CitedSentence", "CitedSource", "CoefficientMetadata", "CoefficientMismatchError",
+    "Coefficients", "ContextTooLongError", "ESMScorer", "EmptyInputError", "EvidenceModel", "FusionModel",
+    "GradientScorer", "InvalidInputError", "LanguageModel", "ModelLoadError", "PromptTemplate", "PruneResult",
+    "ScoredSource", "Scorer", "Source", "SourceSentence", "TargetScores", "UnsupportedModelError", "load_model",
+    "make_scorer", "sentence_spans", "to_sources",
 ]
-__version__ = "0.1.0"
+try:
+    __version__ = version("at2-rag")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"

@@ -27,15 +27,20 @@ def default_batch_size(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
+def ablated_prompt(job: AttributionJob, mask: np.ndarray) -> list[int]:
+    """Prompt ids with the units (passages or sentences, by ``job.level``) where ``mask`` is False removed."""
+    kept = np.flatnonzero(mask).tolist()
+    tokenizer = job.lm.tokenizer
+    if job.level == "sentence":
+        return build_prompt(tokenizer, job.query, job.sources, template=job.template, keep_sentences=set(kept)).input_ids
+    return build_prompt(tokenizer, job.query, job.sources, keep=kept, template=job.template).input_ids
+
+
 @torch.inference_mode()
 def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
-    """``[n_masks, response tokens]``: log-prob of each response token with the masked-out sources removed."""
+    """``[n_masks, response tokens]``: log-prob of each response token with the masked-out units removed."""
     batch_size = batch_size or default_batch_size(job.lm.device)
-    tokenizer = job.lm.tokenizer
-    prompts = [
-        build_prompt(tokenizer, job.query, job.sources, keep=np.flatnonzero(mask).tolist(), template=job.template).input_ids
-        for mask in masks
-    ]
+    prompts = [ablated_prompt(job, mask) for mask in masks]
     order = np.argsort([len(p) for p in prompts])
     out = torch.zeros(len(prompts), len(job.response_ids))
     for start in range(0, len(order), batch_size):

@@ -18,6 +18,7 @@ import torch
 from .errors import UnsupportedModelError
 
 ATTN_IMPLEMENTATION = "at2"
+ROW_CHUNK = 256  # target rows reduced at once: bounds memory to heads x 256 x L floats per layer
 _ACTIVE: contextvars.ContextVar[FeatureCapture | None] = contextvars.ContextVar("at2_capture", default=None)
 
 
@@ -64,27 +65,36 @@ class FeatureCapture:
         first = max(0, self.row_start - (k_len - q_len))  # target rows are a suffix of the query positions
         if first >= q_len:
             return
-        q = query[:, :, first:].float()
         k = key.float()
+        chunks = [
+            self._reduce(query[:, :, a : min(a + ROW_CHUNK, q_len)], k, attention_mask, scaling, a, q_len)
+            for a in range(first, q_len, ROW_CHUNK)
+        ]
+        per_source = torch.cat(chunks, dim=2)
+        self._per_layer[layer].append(per_source)
+
+    def _reduce(self, query, k, attention_mask, scaling, first: int, q_len: int) -> torch.Tensor:
+        """Softmax rows ``first..first+rows`` of the query against all (float32) keys, summed per source."""
+        q = query.float()
         batch, heads, n_rows, dim = q.shape
+        k_len = k.shape[2]
         kv_heads = k.shape[1]
         groups = heads // kv_heads
         scores = torch.matmul(q.reshape(batch, kv_heads, groups * n_rows, dim), k.transpose(-1, -2))
         scores = scores.reshape(batch, heads, n_rows, k_len) * (scaling if scaling is not None else dim**-0.5)
         if attention_mask is not None:
-            rows = slice(first, None) if attention_mask.shape[-2] == q_len else slice(None)  # [.., 1, L] broadcasts
+            rows = slice(first, first + n_rows) if attention_mask.shape[-2] == q_len else slice(None)  # [.., 1, L]
             mask = attention_mask[..., rows, :k_len]
             if mask.dtype == torch.bool:
                 scores = scores.masked_fill(~mask, float("-inf"))
             else:
                 scores = scores + mask.float()
-        elif n_rows > 1:  # a single decoding row sees every key; several rows need the causal mask
-            q_pos = torch.arange(k_len - n_rows, k_len, device=q.device)
+        elif q_len > 1:  # a single decoding row sees every key; several rows need the causal mask
+            q_pos = torch.arange(k_len - q_len + first, k_len - q_len + first + n_rows, device=q.device)
             scores = scores.masked_fill(torch.arange(k_len, device=q.device)[None, :] > q_pos[:, None], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         prompt_len = self.source_matrix.shape[1]
-        per_source = torch.matmul(weights[..., :prompt_len], self.source_matrix[:, None].to(weights.device))
-        self._per_layer[layer].append(per_source)
+        return torch.matmul(weights[..., :prompt_len], self.source_matrix[:, None].to(weights.device))
 
     def features(self) -> torch.Tensor:
         """``[batch, rows, sources, layers * heads]`` (float32), feature index ``layer * heads + head``."""

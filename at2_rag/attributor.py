@@ -1,38 +1,70 @@
-"""AT2Attributor: the one object users hold. Loads a model and a scorer; attributes, prunes and cites."""
+"""AT2Attributor: the one object users hold. Loads a model and its scorers; attributes, prunes and cites."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from . import cite as cite_policy
 from . import prune as prune_policy
 from .coefficients import Coefficients, resolve, shipped_path
+from .errors import InvalidInputError
+from .evidence import Calibration, Embedder, components
 from .features import AttributionJob, collect
 from .lm import LanguageModel, load_model
-from .prompts import PromptTemplate
-from .results import Attribution, CitedResponse, PruneResult, TargetScores
+from .prompts import PromptTemplate, build_prompt
+from .results import Attribution, CitedResponse, PruneResult, SourceSentence, TargetScores
 from .scorers import AT2Scorer, AverageAttentionScorer, Scorer
 from .sources import SourceLike, to_sources
+from .validation import check_batch, check_cite, check_float, check_int, check_list, check_prune, check_text
 
 logger = logging.getLogger(__name__)
+
+DRAFTERS = ("llm", "attributor")
+
+
+def _load_coefficients(lm: LanguageModel, spec, kind: str, allow_other_model: bool) -> Scorer:
+    """AT2 scorer from ``spec`` (or the shipped file for ``kind``); average attention when none ships."""
+    if spec is None:
+        spec = shipped_path(lm.model_id, kind)
+        if spec is None:
+            logger.warning("no %s-level AT2 coefficients ship for %s; scoring with average attention", kind, lm.model_id)
+            return AverageAttentionScorer()
+    coefficients = spec if isinstance(spec, Coefficients) else resolve(spec, lm.fingerprint)
+    coefficients.check(lm.fingerprint, allow_other_model=allow_other_model)
+    return AT2Scorer(coefficients)
+
+
+def _digest(scorer: Scorer) -> str | None:
+    coefficients = getattr(scorer, "coefficients", None)
+    return coefficients.digest if coefficients is not None else None
 
 
 class AT2Attributor:
     """Attribute a response to its context sources with a model's own attention (AT2)."""
 
-    def __init__(self, lm: LanguageModel, scorer: Scorer, template: PromptTemplate | None = None,
-                 max_new_tokens: int = 64, truncate: bool = False):
+    def __init__(self, lm: LanguageModel, scorer: Scorer, sentence_scorer: Scorer | None = None,
+                 template: PromptTemplate | None = None, max_new_tokens: int = 64, truncate: bool = False,
+                 calibration: Calibration | None = None, evidence: str | None = None, embed: Embedder | None = None):
+        check_int(max_new_tokens, "max_new_tokens", allow_none=False)
+        if not isinstance(truncate, bool):
+            raise InvalidInputError(f"truncate must be a bool, not {truncate!r}")
         self.lm = lm
         self.scorer = scorer
+        self.sentence_scorer = sentence_scorer or AverageAttentionScorer()
         self.template = template or PromptTemplate()
         self.max_new_tokens = max_new_tokens
         self.truncate = truncate
+        self.calibration = calibration
+        self.embed = embed
+        self.evidence = self._choose_evidence(evidence)
         self._lock = threading.Lock()
 
     @classmethod
@@ -40,59 +72,98 @@ class AT2Attributor:
         cls,
         model: str | os.PathLike | None = None,
         coefficients: str | os.PathLike | Coefficients | None = None,
+        sentence_coefficients: str | os.PathLike | Coefficients | None = None,
         device: str | None = None,
         dtype: str | None = None,
-        source_kind: str = "passage",
         allow_other_model: bool = False,
+        calibration: str | os.PathLike | Calibration | None = None,
         **kwargs,
     ) -> AT2Attributor:
-        """Load ``model`` (None: the bundled SmolLM2-135M-Instruct) and its AT2 coefficients.
+        """Load ``model`` (None: the bundled SmolLM2-135M-Instruct), its AT2 coefficients and calibration.
 
-        ``coefficients``: a coefficient file (.safetensors), a published AT2 estimator (.pt, or its hub repo
-        id such as ``madrylab/at2-phi-4-mini-instruct``) or a ``Coefficients`` object; by default the file
-        shipped for this model, and average attention (with a warning) when there is none. Raises
-        ``ModelLoadError`` or ``CoefficientMismatchError`` on bad input.
+        ``coefficients`` (passage level) and ``sentence_coefficients``: a coefficient file (.safetensors), a
+        published AT2 estimator (.pt, or its hub repo id such as ``madrylab/at2-phi-4-mini-instruct``) or a
+        ``Coefficients`` object; by default the files shipped for this model, and average attention (with a
+        warning) when there are none. ``calibration``: evidence models and fusion weights (``at2-rag
+        calibrate``); by default the shipped file when it was fit with these coefficients. Other keyword
+        arguments go to the constructor (``max_new_tokens``, ``truncate``, ``evidence``, ``embed``, ``template``).
+        Raises ``ModelLoadError``, ``CoefficientMismatchError`` or ``InvalidInputError`` on bad input.
         """
+        unknown = set(kwargs) - {"max_new_tokens", "truncate", "evidence", "embed", "template"}
+        if unknown:
+            raise InvalidInputError(f"unknown argument(s) {sorted(unknown)} for AT2Attributor.from_pretrained")
         lm = load_model(model, device, dtype)
-        if coefficients is None:
-            path = shipped_path(lm.model_id, source_kind)
-            if path is None:
-                logger.warning("no AT2 coefficients ship for %s; scoring with average attention", lm.model_id)
-                return cls(lm, AverageAttentionScorer(), **kwargs)
-            coefficients = path
-        if not isinstance(coefficients, Coefficients):
-            coefficients = resolve(coefficients, lm.fingerprint)
-        coefficients.check(lm.fingerprint, allow_other_model=allow_other_model)
-        return cls(lm, AT2Scorer(coefficients), **kwargs)
+        scorer = _load_coefficients(lm, coefficients, "passage", allow_other_model)
+        sentence_scorer = _load_coefficients(lm, sentence_coefficients, "sentence", allow_other_model)
+        if calibration is None:
+            shipped = shipped_path(lm.model_id, "calibration")
+            calibration = Calibration.model_validate(json.loads(shipped.read_text())) if shipped else None
+            if calibration is not None and (calibration.sentence_coefficients, calibration.passage_coefficients) != (
+                    _digest(sentence_scorer), _digest(scorer)):
+                logger.warning("the shipped calibration was fit with other coefficients; citing with raw AT2 scores")
+                calibration = None
+        elif not isinstance(calibration, Calibration):
+            calibration = Calibration.model_validate(json.loads(Path(calibration).read_text()))
+        return cls(lm, scorer, sentence_scorer, calibration=calibration, **kwargs)
+
+    def _choose_evidence(self, evidence: str | None) -> str:
+        """The evidence model behind citations: the calibration's default unless named; 'raw' without one."""
+        if self.calibration is None:
+            if evidence not in (None, "raw"):
+                raise InvalidInputError(f"evidence {evidence!r} needs a calibration; none is loaded (use 'raw')")
+            return "raw"
+        name = evidence or self.calibration.default_evidence
+        if name == "raw":
+            return name
+        if name not in self.calibration.evidence:
+            raise InvalidInputError(f"evidence must be 'raw' or one of {sorted(self.calibration.evidence)}, not {name!r}")
+        if self.calibration.evidence[name].needs_embedding and self.embed is None:
+            if evidence is not None:
+                raise InvalidInputError(f"evidence {name!r} needs an embedder: pass embed=...")
+            name = "hybrid"
+        return name
 
     def jobs(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
              responses: Sequence[str | None] | None = None) -> list[AttributionJob]:
         """Generate or teacher-force and capture features for a batch (the shared first step of every method)."""
+        queries, sources, responses = check_batch(queries, sources, responses)
+        queries = [check_text(q, "query") for q in queries]
+        responses = [check_text(r, "response", allow_none=True) for r in responses]
         sources = [to_sources(s) for s in sources]
         with self._lock:
-            return collect(self.lm, list(queries), sources, responses, self.template, self.max_new_tokens,
+            return collect(self.lm, queries, sources, responses, self.template, self.max_new_tokens,
                            truncate=self.truncate)
 
     def score_job(self, job: AttributionJob, scorer: Scorer | None = None) -> Attribution:
-        """Score a collected job with this attributor's scorer (or another, on the same features)."""
+        """Score a collected job: sources with this attributor's (or another) scorer, sentences with its
+        sentence scorer, both from the same captured pass."""
         scorer = scorer or self.scorer
         start = time.perf_counter()
-        scores = np.asarray(scorer.score(job), dtype=float)
+        scores = np.asarray(scorer.score(job.at_level("passage")), dtype=float)
+        sentence_scores = np.asarray(self.sentence_scorer.score(job.at_level("sentence")), dtype=float)
         timings = {**job.timings, "score_s": time.perf_counter() - start}
+        sentences = [SourceSentence(source_index=i, start=a, end=b, text=job.sources[i].text[a:b])
+                     for i, a, b in job.sentences]
         return Attribution(
             query=job.query,
             response=job.response,
             sources=job.sources,
             scores=scores.mean(0).tolist(),
-            targets=[TargetScores(text=t.text, start=t.start, end=t.end, scores=row.tolist())
-                     for t, row in zip(job.targets, scores)],
+            targets=[TargetScores(text=t.text, start=t.start, end=t.end, scores=row.tolist(),
+                                  sentence_scores=srow.tolist())
+                     for t, row, srow in zip(job.targets, scores, sentence_scores)],
+            sentences=sentences,
+            sentence_scores=sentence_scores.mean(0).tolist(),
             scorer=scorer.name,
+            sentence_scorer=self.sentence_scorer.name,
             model=self.lm.model_id,
+            truncated=job.truncated,
             timings=timings,
         )
 
     def attribute(self, query: str, sources: Sequence[SourceLike], response: str | None = None) -> Attribution:
-        """Score each source for ``response`` (generated by this model when None; any LLM's text otherwise)."""
+        """Score each source, and each sentence inside it, for ``response`` (generated by this model when
+        None; any LLM's text otherwise, teacher-forced in one pass)."""
         return self.attribute_batch([query], [sources], [response])[0]
 
     def attribute_batch(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
@@ -101,34 +172,85 @@ class AT2Attributor:
         return [self.score_job(job) for job in self.jobs(queries, sources, responses)]
 
     def prune(self, query: str, sources: Sequence[SourceLike], top_k: int | None = None,
-              threshold: float | None = None, max_tokens: int | None = None,
-              response: str | None = None) -> PruneResult:
-        """Keep the sources that matter for a draft answer, in original order (at least one is always kept)."""
-        attribution = self.attribute(query, sources, response)
-        return self.prune_attribution(attribution, top_k, threshold, max_tokens)
+              threshold: float | None = None, max_tokens: int | None = None, response: str | None = None,
+              retriever_scores: Sequence[float] | None = None) -> PruneResult:
+        """Keep the sources that matter for an answer, in original order (at least one is always kept).
 
-    def prune_attribution(self, attribution: Attribution, top_k: int | None = None,
-                          threshold: float | None = None, max_tokens: int | None = None) -> PruneResult:
+        Pass the answer your own LLM drafted as ``response`` (otherwise this model drafts one), and the
+        retriever's scores to fuse AT2's ranking with the retriever's (weights from the calibration).
+        """
+        check_prune(top_k, threshold, max_tokens)
+        attribution = self.attribute(query, sources, response)
+        drafter = "llm" if response is not None else "attributor"
+        return self.prune_attribution(attribution, top_k, threshold, max_tokens, retriever_scores, drafter)
+
+    def ranking_scores(self, attribution: Attribution, retriever_scores: Sequence[float] | None = None,
+                       drafter: str = "llm") -> list[float]:
+        """Scores pruning ranks by: AT2's, or AT2 fused with the retriever's when its scores are given."""
+        if retriever_scores is None:
+            return list(attribution.scores)
+        retriever_scores = [check_float(s, "retriever score", allow_none=False)
+                            for s in check_list(retriever_scores, "retriever_scores")]
+        if len(retriever_scores) != len(attribution.scores):
+            raise InvalidInputError(f"{len(retriever_scores)} retriever scores for {len(attribution.scores)} sources")
+        if drafter not in DRAFTERS:
+            raise InvalidInputError(f"drafter must be one of {DRAFTERS}, not {drafter!r}")
+        if self.calibration is None or drafter not in self.calibration.fusion:
+            logger.warning("no fusion weights are calibrated for %s; ranking by AT2 alone", self.lm.model_id)
+            return list(attribution.scores)
+        return self.calibration.fusion[drafter].fuse(attribution.scores, retriever_scores).tolist()
+
+    def prune_attribution(self, attribution: Attribution, top_k: int | None = None, threshold: float | None = None,
+                          max_tokens: int | None = None, retriever_scores: Sequence[float] | None = None,
+                          drafter: str = "llm") -> PruneResult:
+        """Prune with an attribution already computed (``threshold`` applies to the ranking scores)."""
+        scores = self.ranking_scores(attribution, retriever_scores, drafter)
         counts = [len(self.lm.encode_response(s.text)) for s in attribution.sources] if max_tokens else None
-        keep = prune_policy.select(attribution.scores, top_k, threshold, max_tokens, counts)
-        return PruneResult(sources=[attribution.sources[i] for i in keep], indices=keep, attribution=attribution)
+        keep = prune_policy.select(scores, top_k, threshold, max_tokens, counts)
+        return PruneResult(sources=[attribution.sources[i] for i in keep], indices=keep, scores=scores,
+                           attribution=attribution)
+
+    def evidence_scores(self, attribution: Attribution, evidence: str | None = None) -> tuple[np.ndarray, float | None]:
+        """``[response sentences, source sentences]`` evidence and the abstention threshold (None: uncalibrated)."""
+        name = self._choose_evidence(evidence) if evidence is not None else self.evidence
+        at2 = np.array([t.sentence_scores for t in attribution.targets])
+        if name == "raw":
+            return at2, None
+        model = self.calibration.evidence[name]
+        titled = [f"{attribution.sources[s.source_index].title}: {s.text}" if attribution.sources[s.source_index].title
+                  else s.text for s in attribution.sentences]
+        values = components(attribution.query, [t.text for t in attribution.targets], titled, at2,
+                            self.embed if model.needs_embedding else None)
+        return model.predict(values), model.threshold
+
+    def cite_attribution(self, attribution: Attribution, max_sources: int = 3, relative_threshold: float = 0.5,
+                         evidence: str | None = None) -> CitedResponse:
+        """Citations from an attribution already computed."""
+        check_cite(max_sources, relative_threshold)
+        scores, threshold = self.evidence_scores(attribution, evidence)
+        name = self._choose_evidence(evidence) if evidence is not None else self.evidence
+        return cite_policy.cite(attribution, scores, threshold, name, max_sources, relative_threshold)
 
     def cite(self, query: str, sources: Sequence[SourceLike], response: str | None = None,
-             max_sources: int = 3, relative_threshold: float = 0.5) -> CitedResponse:
-        """Per-sentence citations of ``response`` (or of this model's own answer when None)."""
-        return cite_policy.cite(self.attribute(query, sources, response), max_sources, relative_threshold)
+             max_sources: int = 3, relative_threshold: float = 0.5, evidence: str | None = None) -> CitedResponse:
+        """Per-sentence citations of ``response`` (or of this model's own answer when None): the cited sources,
+        the sentences inside them, and ``supported=False`` where the evidence is too weak to cite."""
+        check_cite(max_sources, relative_threshold)
+        return self.cite_attribution(self.attribute(query, sources, response), max_sources, relative_threshold,
+                                     evidence)
 
     def cite_batch(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
-                   responses: Sequence[str | None], max_sources: int = 3,
-                   relative_threshold: float = 0.5) -> list[CitedResponse]:
+                   responses: Sequence[str | None], max_sources: int = 3, relative_threshold: float = 0.5,
+                   evidence: str | None = None) -> list[CitedResponse]:
         """``cite`` for several items in one padded batch."""
-        return [cite_policy.cite(a, max_sources, relative_threshold)
+        check_cite(max_sources, relative_threshold)
+        return [self.cite_attribution(a, max_sources, relative_threshold, evidence)
                 for a in self.attribute_batch(queries, sources, responses)]
 
     def generate(self, query: str, sources: Sequence[SourceLike]) -> str:
         """Answer with this model from these sources, without attributing (for prune-then-answer loops)."""
-        from .prompts import build_prompt
-
+        check_text(query, "query")
         layout = build_prompt(self.lm.tokenizer, query, to_sources(sources), template=self.template)
         with self._lock:
-            return self.lm.decode(self.lm.generate([layout.input_ids], self.max_new_tokens)[0])
+            ids = self.lm.generate([layout.input_ids], self.max_new_tokens, stop_at_blank_line=True)[0]
+        return self.lm.decode(ids)

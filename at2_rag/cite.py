@@ -1,37 +1,69 @@
-"""Citation policy: for each response sentence, the sources that carry most of its score."""
+"""Citation policy: per response sentence, the source sentences with the strongest evidence, their sources,
+and whether the evidence is strong enough to cite at all."""
 
 from __future__ import annotations
 
-from .results import Attribution, Citation, CitedResponse, CitedSource
-from .sources import sentence_spans
+import numpy as np
+
+from .results import Attribution, Citation, CitedResponse, CitedSentence, CitedSource
 
 
-def _best_quote(text: str, sentence: str) -> str:
-    """The sentence of ``text`` sharing most words with ``sentence`` (a readable anchor for the citation)."""
-    words = set(sentence.lower().split())
-    spans = sentence_spans(text) or [(0, len(text))]
-    return max((text[a:b] for a, b in spans), key=lambda s: len(words & set(s.lower().split())))
+def cite(
+    attribution: Attribution,
+    evidence: np.ndarray,
+    threshold: float | None,
+    evidence_name: str,
+    max_sources: int = 3,
+    relative_threshold: float = 0.5,
+    sentences_per_source: int = 2,
+) -> CitedResponse:
+    """Cite, per response sentence, the best source sentence plus any other whose evidence is at least
+    ``relative_threshold`` x the best, grouped by source (at most ``max_sources`` sources).
 
-
-def cite(attribution: Attribution, max_sources: int = 3, relative_threshold: float = 0.5) -> CitedResponse:
-    """Cite, per sentence, the top source plus any other with score >= ``relative_threshold`` x the top one."""
-    citations = []
-    pieces = []
-    cursor = 0
-    for target in attribution.targets:
-        order = sorted(range(len(target.scores)), key=lambda i: -target.scores[i])
-        best = target.scores[order[0]]
-        chosen = [i for i in order[:max_sources] if i == order[0] or (best > 0 and target.scores[i] >= relative_threshold * best)]
+    ``evidence`` is ``[response sentences, source sentences]``. A response sentence whose best evidence is
+    under ``threshold`` is unsupported: no citation, no marker, listed in ``unsupported``. With
+    ``threshold=None`` (no calibration) every sentence is cited.
+    """
+    citations, unsupported = [], []
+    for t, target in enumerate(attribution.targets):
+        row = np.asarray(evidence[t], dtype=float)
+        order = np.argsort(-row, kind="stable")
+        best = float(row[order[0]])
+        supported = threshold is None or best >= threshold
+        grouped: dict[int, list[int]] = {}
+        if supported:
+            for j in order:
+                if row[j] < relative_threshold * best and j != order[0]:
+                    break
+                source = attribution.sentences[j].source_index
+                if source not in grouped and len(grouped) >= max_sources:
+                    continue
+                if len(grouped.setdefault(source, [])) < sentences_per_source:
+                    grouped[source].append(int(j))
         cited = [
             CitedSource(
-                index=i, id=attribution.sources[i].id, score=target.scores[i],
-                quote=_best_quote(attribution.sources[i].text, target.text),
+                index=source, id=attribution.sources[source].id, score=float(row[picked[0]]),
+                quote=attribution.sentences[picked[0]].text,
+                sentences=[CitedSentence(index=j, start=attribution.sentences[j].start, end=attribution.sentences[j].end,
+                                         text=attribution.sentences[j].text, score=float(row[j])) for j in picked],
             )
-            for i in chosen
+            for source, picked in grouped.items()
         ]
-        citations.append(Citation(sentence=target.text, start=target.start, end=target.end, sources=cited))
-        pieces.append(attribution.response[cursor : target.end])
-        pieces.append("".join(f"[{i + 1}]" for i in sorted(chosen)))
-        cursor = target.end
-    pieces.append(attribution.response[cursor:])
-    return CitedResponse(response=attribution.response, citations=citations, formatted="".join(pieces), attribution=attribution)
+        citations.append(Citation(sentence=target.text, start=target.start, end=target.end, supported=supported,
+                                  support=best, sources=cited))
+        if not supported:
+            unsupported.append(target.text)
+    return CitedResponse(response=attribution.response, citations=citations,
+                         formatted=render(attribution.response, citations), unsupported=unsupported,
+                         evidence=evidence_name, attribution=attribution)
+
+
+def render(response: str, citations: list[Citation]) -> str:
+    """The response with ``[n]`` after each cited sentence (n = cited source index + 1, ascending)."""
+    pieces, cursor = [], 0
+    for citation in citations:
+        pieces.append(response[cursor : citation.end])
+        pieces.append("".join(f"[{i + 1}]" for i in sorted(s.index for s in citation.sources)))
+        cursor = citation.end
+    pieces.append(response[cursor:])
+    return "".join(pieces)

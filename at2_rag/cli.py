@@ -22,7 +22,7 @@ def cmd_demo(args) -> None:
     from tqdm.auto import tqdm
 
     from . import AT2Attributor
-    from .hotpotqa import load_hotpotqa
+    from .eval.hotpotqa import load_hotpotqa
     from .report import attribution_html, report_html
 
     examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
@@ -45,7 +45,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .hotpotqa import load_hotpotqa
+    from .eval.hotpotqa import load_hotpotqa
     from .lm import load_model
     from .training import collect_examples, train, write_summary
 
@@ -65,10 +65,33 @@ def cmd_train(args) -> None:
     print(f"coefficients: {path}")
 
 
+def cmd_calibrate(args) -> None:
+    from . import AT2Attributor
+    from .eval.calibrate import collect_records, fit_calibration
+    from .eval.embeddings import minilm_embedder
+    from .eval.hotpotqa import load_hotpotqa
+
+    data = _data(args.data, "train")
+    examples = load_hotpotqa(data, args.limit)
+    attributor = AT2Attributor.from_pretrained(args.model, max_new_tokens=32)
+    records = collect_records(attributor, examples, args.work_dir, minilm_embedder())
+    calibration = fit_calibration(attributor, records, examples, f"{data.name} ({len(examples)} rows)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(calibration.model_dump_json(indent=2))
+    for name, model in calibration.evidence.items():
+        print(f"evidence {name:<17} threshold {model.threshold:.3f}  " +
+              "  ".join(f"{k} {v:.3f}" for k, v in model.metrics.items()))
+    for kind, fusion in calibration.fusion.items():
+        print(f"fusion ({kind} drafts): weight {fusion.weight} k {fusion.k}  " +
+              "  ".join(f"{k} {v:.3f}" for k, v in fusion.metrics.items()))
+    print(f"default evidence: {calibration.default_evidence}\ncalibration: {out}")
+
+
 def cmd_evaluate(args) -> None:
     from . import AT2Attributor, make_scorer
-    from .evaluation import evaluate_scorers
-    from .hotpotqa import load_hotpotqa
+    from .eval.attribution import evaluate_scorers
+    from .eval.hotpotqa import load_hotpotqa
 
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
     coefficients = getattr(attributor.scorer, "coefficients", None)
@@ -92,10 +115,26 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .pruning_benchmark import main as bench_main
+    if args.name == "hotpotqa":
+        from .eval.pruning import main as bench_main
 
-    bench_main(["--data", str(_data(args.data, "validation")), "--limit", str(args.limit), "--json", args.json,
-                "--esm-ablations", str(args.esm_ablations), *(["--model", args.model] if args.model else [])])
+        bench_main(["--data", str(_data(args.data, "validation")), "--limit", str(args.limit), "--json",
+                    args.json or "runs/hotpotqa_pruning.json", "--esm-ablations", str(args.esm_ablations),
+                    *(["--model", args.model] if args.model else [])])
+        return
+    from . import AT2Attributor
+    from .eval.citations import print_table, run
+    from .eval.embeddings import minilm_embedder
+    from .eval.hotpotqa import load_hotpotqa
+
+    examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
+    attributor = AT2Attributor.from_pretrained(args.model, max_new_tokens=32)
+    result = run(attributor, examples, args.work_dir or "runs/citations", minilm_embedder(), args.esm_rows)
+    print_table(result)
+    out = Path(args.json or "runs/citations.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,6 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fit", action="store_true", help="with shards: fit on everything collected so far")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("calibrate", help="fit evidence models, abstention thresholds and fusion weights on train rows")
+    common(p, None)
+    p.add_argument("--out", required=True, help="calibration file to write (.json)")
+    p.add_argument("--work-dir", default="runs/calibrate", help="per-row records (resumable)")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("evaluate", help="LDS and top-k drop of several scorers side by side")
     common(p, 40)
     p.add_argument("--coefficients")
@@ -140,10 +185,13 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("name", choices=["hotpotqa"])
+    p.add_argument("name", choices=["hotpotqa", "citations"], help="hotpotqa: pruning (answer F1 after keeping "
+                   "top-k passages); citations: finding supporting facts")
     common(p, 40)
-    p.add_argument("--json", default="runs/hotpotqa_pruning.json")
-    p.add_argument("--esm-ablations", type=int, default=32, help="0 to skip the ESM baseline")
+    p.add_argument("--json", help="results file (default: runs/<name>.json)")
+    p.add_argument("--esm-ablations", type=int, default=32, help="hotpotqa: ESM ablations, 0 to skip ESM")
+    p.add_argument("--esm-rows", type=int, default=20, help="citations: rows that also get ESM-32 (slow)")
+    p.add_argument("--work-dir", help="citations: per-row records (resumable; default runs/citations)")
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import CoefficientMismatchError
+from .errors import CoefficientMismatchError, InvalidInputError
 
 METADATA_KEY = "at2"
+SOURCE_KINDS = ("passage", "sentence")
 
 
 class CoefficientMetadata(BaseModel):
@@ -26,6 +28,8 @@ class CoefficientMetadata(BaseModel):
     num_layers: int
     num_heads: int
     source_kind: str = Field(description="'passage' or 'sentence': the sources used to train.")
+    feature_family: str = Field(default="attention-weight", description="What each feature is: the paper's "
+                                "attention weight of each head from response tokens to the source's tokens.")
     training_data: str = ""
     n_examples: int = 0
     n_targets: int = 0
@@ -62,16 +66,35 @@ class Coefficients(BaseModel):
             raise CoefficientMismatchError(f"{path} is not an at2-rag coefficient file: {exc}") from exc
         if raw is None:
             raise CoefficientMismatchError(f"{path} has no '{METADATA_KEY}' metadata: not an at2-rag coefficient file")
-        metadata = CoefficientMetadata.model_validate(json.loads(raw))
-        if tuple(theta.shape) != (metadata.num_layers, metadata.num_heads):
+        try:
+            metadata = CoefficientMetadata.model_validate(json.loads(raw))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise CoefficientMismatchError(f"{path}: its '{METADATA_KEY}' metadata is not valid: {exc}") from exc
+        coefficients = cls(theta=theta.flatten().float(), metadata=metadata)
+        coefficients.validate_values(str(path))
+        return coefficients
+
+    def validate_values(self, where: str = "coefficients") -> None:
+        """Raise unless θ is finite and has one entry per head of the metadata's shape."""
+        m = self.metadata
+        if m.source_kind not in SOURCE_KINDS:
+            raise CoefficientMismatchError(f"{where}: source_kind {m.source_kind!r} is not one of {SOURCE_KINDS}")
+        if self.theta.numel() != m.num_layers * m.num_heads:
             raise CoefficientMismatchError(
-                f"{path}: theta has shape {tuple(theta.shape)} but metadata says "
-                f"{metadata.num_layers} layers x {metadata.num_heads} heads"
+                f"{where}: theta has {self.theta.numel()} entries but metadata says "
+                f"{m.num_layers} layers x {m.num_heads} heads"
             )
-        return cls(theta=theta.flatten().float(), metadata=metadata)
+        if not bool(torch.isfinite(self.theta).all()):
+            raise CoefficientMismatchError(f"{where}: theta has NaN or infinite values")
+
+    @property
+    def digest(self) -> str:
+        """Short content hash of θ (names cached results and ties calibrations to these coefficients)."""
+        return hashlib.sha256(self.theta.detach().cpu().float().numpy().tobytes()).hexdigest()[:12]
 
     def check(self, fingerprint: dict, allow_other_model: bool = False) -> None:
         """Raise unless these coefficients fit a model with this fingerprint (see ``LanguageModel.fingerprint``)."""
+        self.validate_values()
         m = self.metadata
         if (m.num_layers, m.num_heads) != (fingerprint["num_layers"], fingerprint["num_heads"]):
             raise CoefficientMismatchError(
@@ -85,10 +108,13 @@ class Coefficients(BaseModel):
             )
 
 
-def shipped_path(model_id: str, source_kind: str = "passage") -> Path | None:
-    """Path of the coefficient file shipped in the package for a model id, if any."""
-    name = model_id.replace("/", "__") + f".{source_kind}.safetensors"
-    path = Path(str(resources.files("at2_rag") / "coefficients" / name))
+def shipped_path(model_id: str, kind: str = "passage") -> Path | None:
+    """Path of a file shipped in the package for a model id: ``passage``/``sentence`` coefficients
+    (.safetensors) or ``calibration`` (.json), if any."""
+    if kind not in (*SOURCE_KINDS, "calibration"):
+        raise InvalidInputError(f"kind must be one of {SOURCE_KINDS + ('calibration',)}, not {kind!r}")
+    suffix = ".json" if kind == "calibration" else ".safetensors"
+    path = Path(str(resources.files("at2_rag") / "coefficients" / (model_id.replace("/", "__") + f".{kind}{suffix}")))
     return path if path.is_file() else None
 
 
@@ -134,6 +160,10 @@ def resolve(spec: str | Path, fingerprint: dict) -> Coefficients:
     path = Path(spec)
     if path.suffix == ".pt" and path.is_file():
         return from_at2_checkpoint(path, fingerprint)
-    if path.suffix == ".safetensors" or path.exists() or str(spec).count("/") != 1:
+    looks_local = str(spec).startswith((".", "/", "~")) or "\\" in str(spec) or path.suffix in (".safetensors", ".pt")
+    if path.exists() or looks_local or str(spec).count("/") != 1:
         return Coefficients.load(path)
-    return from_hub(str(spec), fingerprint)
+    if not path.parent.exists():
+        return from_hub(str(spec), fingerprint)
+    raise CoefficientMismatchError(f"coefficient file not found: {path} (a local folder {path.parent} exists, "
+                                   "so this is not taken as a hub repo id)")

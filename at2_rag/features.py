@@ -1,7 +1,9 @@
-"""Run the model over (query, sources[, response]) and collect AT2 features per response sentence."""
+"""Run the model over (query, sources[, response]) and collect AT2 features per response sentence, for
+passages and for the sentences inside them, from one capture."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,14 +13,20 @@ import torch
 from .attention import FeatureCapture
 from .errors import ContextTooLongError, EmptyInputError
 from .lm import LanguageModel
-from .prompts import PromptLayout, PromptTemplate, build_prompt
+from .prompts import PromptLayout, PromptTemplate, build_prompt, encode_plain, source_sentences
 from .sources import Source
 from .targets import Target, split_targets
+
+LEVELS = ("passage", "sentence")
 
 
 @dataclass
 class AttributionJob:
-    """Everything a scorer may need about one (query, sources, response)."""
+    """Everything a scorer may need about one (query, sources, response).
+
+    ``level`` says which units scorers see: the sources themselves ('passage') or the sentences inside
+    them ('sentence'); ``at_level`` switches views of the same captured pass.
+    """
 
     lm: LanguageModel
     query: str
@@ -28,33 +36,68 @@ class AttributionJob:
     response_ids: list[int]
     response: str
     targets: list[Target]
-    token_features: torch.Tensor  # [response tokens, sources, layers * heads], float32
+    passage_token_features: torch.Tensor  # [response tokens, sources, layers * heads], float32
+    sentence_token_features: torch.Tensor  # [response tokens, sentences, layers * heads], float32
     timings: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+    level: str = "passage"
+
+    @property
+    def sentences(self) -> list[tuple[int, int, int]]:
+        """Every sentence of every source: (source index, char start, char end) in that source's text."""
+        return source_sentences(self.sources)
+
+    @property
+    def num_units(self) -> int:
+        return len(self.sources) if self.level == "passage" else self.sentence_token_features.shape[1]
+
+    @property
+    def token_features(self) -> torch.Tensor:
+        """``[response tokens, units, layers * heads]`` at this job's level."""
+        return self.passage_token_features if self.level == "passage" else self.sentence_token_features
 
     @property
     def features(self) -> torch.Tensor:
-        """``[targets, sources, layers * heads]``: attention averaged over each target's tokens."""
+        """``[targets, units, layers * heads]``: attention averaged over each target's tokens."""
         return torch.stack([self.token_features[t.token_start : t.token_end].mean(0) for t in self.targets])
 
+    def at_level(self, level: str) -> AttributionJob:
+        """The same pass seen at another level ('passage' or 'sentence')."""
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
+        return dataclasses.replace(self, level=level)
 
-def _fit_layout(lm: LanguageModel, query, sources, template, reserve: int, truncate: bool) -> PromptLayout:
-    """Build the prompt; if it overflows the window, raise, or (``truncate``) trim the longest sources to fit."""
+
+def fit_layout(lm: LanguageModel, query: str, sources: list[Source], template: PromptTemplate, reserve: int,
+               truncate: bool) -> tuple[PromptLayout, list[Source], bool]:
+    """Build the prompt; if it overflows the window, raise, or (``truncate``) trim the longest sources to fit.
+
+    Returns the layout, the sources as the model reads them, and whether any was trimmed. Every trimming
+    step shortens a source, so this ends; when trimming cannot help, it raises ``ContextTooLongError``.
+    """
     layout = build_prompt(lm.tokenizer, query, sources, template=template)
     limit = lm.max_context
+    trimmed = False
     while len(layout) + reserve > limit:
         if not truncate:
             raise ContextTooLongError(len(layout) + reserve, limit)
         lengths = [b - a for a, b in layout.token_spans]
-        longest = max(range(len(sources)), key=lengths.__getitem__)
-        text = sources[longest].text
-        offsets = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        if len(offsets) <= 1:
-            raise ContextTooLongError(len(layout) + reserve, limit)
+        index = max(range(len(sources)), key=lengths.__getitem__)
+        text = sources[index].text
+        _, offsets = encode_plain(lm.tokenizer, text)
         keep_tokens = max(1, len(offsets) - (len(layout) + reserve - limit) - 8)
+        cut = text[: offsets[keep_tokens - 1][1]] if offsets else text
+        if len(cut) >= len(text) or not cut.strip():
+            raise ContextTooLongError(
+                len(layout) + reserve, limit,
+                "trimming sources cannot make it fit (the query and response alone are too long); "
+                "shorten the query or the response",
+            )
         sources = list(sources)
-        sources[longest] = sources[longest].model_copy(update={"text": text[: offsets[keep_tokens - 1][1]]})
+        sources[index] = sources[index].model_copy(update={"text": cut})
+        trimmed = True
         layout = build_prompt(lm.tokenizer, query, sources, template=template)
-    return layout
+    return layout, sources, trimmed
 
 
 def collect(
@@ -66,23 +109,31 @@ def collect(
     max_new_tokens: int = 64,
     sentence_targets: bool = True,
     truncate: bool = False,
+    stop_at_blank_line: bool = True,
 ) -> list[AttributionJob]:
     """Generate (capturing attention while decoding) or teacher-force given responses, in one batched pass.
 
     Items with ``response=None`` are generated together; items with a response are teacher-forced together.
-    Either way each item costs one pass over its prompt: there is no second forward pass for attribution.
+    Either way each item costs one pass over its prompt: there is no second forward pass for attribution,
+    and passage and sentence features come from the same capture.
     """
     template = template or PromptTemplate()
     responses = list(responses) if responses is not None else [None] * len(queries)
-    layouts, response_ids = [], []
+    layouts, response_ids, fitted, trimmed, ends = [], [], [], [], []
     for query, srcs, response in zip(queries, sources, responses):
         if response is not None and not response.strip():
             raise EmptyInputError("the response to attribute is empty")
-        ids = lm.encode_response(response) if response is not None else None
+        ids, offsets = encode_plain(lm.tokenizer, response) if response is not None else (None, [])
+        if ids is not None and not ids:
+            raise EmptyInputError("the response has no tokens to attribute")
+        ends.append([b for _, b in offsets] if response is not None else None)
         reserve = len(ids) if ids is not None else max_new_tokens
-        layouts.append(_fit_layout(lm, query, srcs, template, reserve, truncate))
+        layout, srcs, was_trimmed = fit_layout(lm, query, list(srcs), template, reserve, truncate)
+        layouts.append(layout)
+        fitted.append(srcs)
+        trimmed.append(was_trimmed)
         response_ids.append(ids)
-    features: list[torch.Tensor | None] = [None] * len(queries)
+    features: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(queries)
     timings: list[dict[str, float]] = [{} for _ in queries]
     for generated in (True, False):
         idx = [i for i, ids in enumerate(response_ids) if (ids is None) == generated]
@@ -91,17 +142,18 @@ def collect(
         batch_layouts = [layouts[i] for i in idx]
         width = max(len(lay) for lay in batch_layouts)
         capture = FeatureCapture.for_spans(
-            [lay.token_spans for lay in batch_layouts],
+            [lay.token_spans + lay.sentence_token_spans for lay in batch_layouts],
             [width - len(lay) for lay in batch_layouts],
             width,
-            max(len(srcs) for srcs in (sources[i] for i in idx)),
+            max(len(lay.token_spans) + len(lay.sentence_token_spans) for lay in batch_layouts),
             lm.num_layers,
             lm.num_heads,
             lm.device,
         )
         start = time.perf_counter()
         if generated:
-            outs = lm.generate([lay.input_ids for lay in batch_layouts], max_new_tokens, capture=capture)
+            outs = lm.generate([lay.input_ids for lay in batch_layouts], max_new_tokens, capture=capture,
+                               stop_at_blank_line=stop_at_blank_line)
             for i, out in zip(idx, outs):
                 response_ids[i] = out
             label = "generate_s"
@@ -111,17 +163,19 @@ def collect(
         elapsed = (time.perf_counter() - start) / len(idx)
         feats = capture.features()
         for b, i in enumerate(idx):
-            features[i] = feats[b, : len(response_ids[i]), : len(sources[i])]
+            n_passages, n_sentences = len(layouts[i].token_spans), len(layouts[i].sentence_token_spans)
+            rows = feats[b, : len(response_ids[i])]
+            features[i] = (rows[:, :n_passages], rows[:, n_passages : n_passages + n_sentences])
             timings[i][label] = elapsed
     jobs = []
     for i, query in enumerate(queries):
         if not response_ids[i]:
             raise EmptyInputError("the model generated an empty response; nothing to attribute")
-        text, targets = split_targets(lm.tokenizer, response_ids[i], sentences=sentence_targets)
+        text, targets = split_targets(lm.tokenizer, response_ids[i], sentence_targets, responses[i], ends[i])
         jobs.append(
             AttributionJob(
-                lm, query, list(sources[i]), layouts[i], template, response_ids[i], text, targets,
-                features[i], timings[i],
+                lm, query, fitted[i], layouts[i], template, response_ids[i], text, targets,
+                features[i][0], features[i][1], timings[i], trimmed[i],
             )
         )
     return jobs

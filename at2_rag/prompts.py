@@ -1,13 +1,19 @@
-"""Prompt assembly: render (query, sources) with the chat template and record each source's char and token span."""
+"""Prompt assembly: render (query, sources) with the chat template and locate every source, and every
+sentence inside it, in characters and tokens.
+
+Sources nest: each passage is split into sentences, and the layout records both levels, so one forward
+pass yields passage and sentence features. An ablation can remove whole passages or single sentences.
+User text (query, titles, sources) is tokenized as plain text: a retrieved document that contains
+``<|im_end|>`` reads those characters, it cannot close the user turn.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from .errors import EmptyInputError
 from .sources import Source
 
 
@@ -35,43 +41,90 @@ class PromptTemplate(BaseModel):
     ]
 
 
+def source_sentences(sources: Sequence[Source]) -> list[tuple[int, int, int]]:
+    """Every sentence of every source, flattened in order: ``(source index, char start, char end)`` in its text."""
+    return [(i, a, b) for i, source in enumerate(sources) for a, b in source.sentence_spans()]
+
+
 @dataclass(frozen=True)
 class PromptLayout:
-    """A rendered prompt: its text, token ids, and where each kept source sits in both."""
+    """A rendered prompt: its text, token ids, and where each kept source and sentence sits in both.
+
+    ``source_indices[k]`` is the source index of the k-th kept passage, ``sentence_indices[k]`` the flat
+    sentence index (into ``source_sentences``) of the k-th kept sentence. Passage spans include the
+    document header (title); sentence spans cover the sentence text only.
+    """
 
     text: str
     input_ids: list[int]
     source_indices: list[int]
     char_spans: list[tuple[int, int]]
     token_spans: list[tuple[int, int]]
+    sentence_indices: list[int]
+    sentence_char_spans: list[tuple[int, int]]
+    sentence_token_spans: list[tuple[int, int]]
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def spans(self, level: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """(unit indices, token spans) of the kept units at ``level`` ('passage' or 'sentence')."""
+        if level == "sentence":
+            return self.sentence_indices, self.sentence_token_spans
+        return self.source_indices, self.token_spans
 
-def _render_context(sources: Sequence[Source], keep: Sequence[int], template: PromptTemplate) -> tuple[str, list]:
-    """Context text and the char span of each kept source; sentence sources of one parent share one header."""
+
+def _render_source(text: str, sentences: list[tuple[int, int, int]], kept: Collection[int]) -> tuple[str, list]:
+    """The source's text with dropped sentences cut out (exactly the text when all are kept), and the
+    (flat index, start, end) of each kept sentence in the rendered text."""
     parts: list[str] = []
-    spans: list[tuple[int, int]] = []
+    spans = []
     pos = 0
-    n = 0
-    previous_parent = object()
-    for index in keep:
-        source = sources[index]
-        parent = source.metadata.get("parent_id", object())
-        if parent == previous_parent:
-            lead, header = "", " "
+    previous = None
+    for local, (flat, a, b) in enumerate(sentences):
+        if flat not in kept:
+            continue
+        if previous is None:
+            lead = text[:a] if local == 0 else ""
         else:
-            n += 1
-            lead = template.separator if parts else ""
-            header = template.header.format(n=n, title=source.title or "").replace(" \n", "\n")
-        previous_parent = parent
-        block_start = pos + len(lead)
-        parts.append(lead + header + source.text)
-        text_start = block_start + len(header)
-        pos = text_start + len(source.text)
-        spans.append((text_start if "parent_id" in source.metadata else block_start, pos))
+            lead = text[sentences[previous][2] : sentences[previous + 1][1]] if previous + 1 == local else " "
+        start = pos + len(lead)
+        parts.append(lead + text[a:b])
+        pos = start + (b - a)
+        spans.append((flat, start, pos))
+        previous = local
+    if previous is not None and previous == len(sentences) - 1:
+        parts.append(text[sentences[previous][2] :])
     return "".join(parts), spans
+
+
+def _render_context(sources: Sequence[Source], keep: Sequence[int], kept_sentences: Collection[int] | None,
+                    template: PromptTemplate) -> tuple[str, list[int], list, list[int], list]:
+    """Context text; kept source indices with char spans (header included); kept sentences with char spans."""
+    by_source: dict[int, list[tuple[int, int, int]]] = {}
+    for flat, (i, a, b) in enumerate(source_sentences(sources)):
+        by_source.setdefault(i, []).append((flat, a, b))
+    parts: list[str] = []
+    pos = 0
+    kept_sources, spans, kept_sent, sent_spans = [], [], [], []
+    for index in keep:
+        sentences = by_source[index]
+        chosen = {flat for flat, _, _ in sentences} if kept_sentences is None else kept_sentences
+        body, inner = _render_source(sources[index].text, sentences, chosen)
+        if not inner:
+            continue
+        lead = template.separator if parts else ""
+        header = template.header.format(n=len(kept_sources) + 1, title=sources[index].title or "").replace(" \n", "\n")
+        block_start = pos + len(lead)
+        text_start = block_start + len(header)
+        parts.append(lead + header + body)
+        pos = text_start + len(body)
+        kept_sources.append(index)
+        spans.append((block_start, pos))
+        for flat, a, b in inner:
+            kept_sent.append(flat)
+            sent_spans.append((text_start + a, text_start + b))
+    return "".join(parts), kept_sources, spans, kept_sent, sent_spans
 
 
 def _token_spans(offsets: Sequence[tuple[int, int]], char_spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -84,8 +137,8 @@ def _token_spans(offsets: Sequence[tuple[int, int]], char_spans: Sequence[tuple[
     return result
 
 
-def render_chat(tokenizer, template: PromptTemplate, user: str) -> tuple[str, int]:
-    """Full prompt text (system, demonstration turns, then ``user``) and the char offset where ``user`` starts."""
+def _shell(tokenizer, template: PromptTemplate) -> tuple[str, str]:
+    """The prompt around the user's message: (text before it, text after it), rendered by the chat template."""
     marker = "\u2063AT2_USER_CONTENT\u2063"
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": template.system}]
@@ -96,8 +149,26 @@ def render_chat(tokenizer, template: PromptTemplate, user: str) -> tuple[str, in
     else:
         shots = "".join(f"{q}\nAnswer: {a}\n\n" for q, a in template.examples)
         shell = f"{template.system}\n\n{shots}{marker}\nAnswer:"
-    offset = shell.index(marker)
-    return shell.replace(marker, user), offset
+    before, after = shell.split(marker)
+    return before, after
+
+
+def encode_plain(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and char offsets of ``text`` read as plain text: special-token strings are not parsed."""
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+    return list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]]
+
+
+def encode_chat(tokenizer, template: PromptTemplate, user: str) -> tuple[str, list[int], list[tuple[int, int]], int]:
+    """Full prompt (template's own markers as control tokens, ``user`` as plain text): text, ids, char
+    offsets, and the char offset where ``user`` starts."""
+    before, after = _shell(tokenizer, template)
+    head = list(tokenizer(before, add_special_tokens=False)["input_ids"])
+    body, offsets = encode_plain(tokenizer, user)
+    tail = list(tokenizer(after, add_special_tokens=False)["input_ids"])
+    shift = len(before)
+    offsets = [(0, 0)] * len(head) + [(a + shift, b + shift) for a, b in offsets] + [(0, 0)] * len(tail)
+    return before + user + after, head + body + tail, offsets, shift
 
 
 def build_prompt(
@@ -106,16 +177,21 @@ def build_prompt(
     sources: Sequence[Source],
     keep: Sequence[int] | None = None,
     template: PromptTemplate | None = None,
+    keep_sentences: Collection[int] | None = None,
 ) -> PromptLayout:
-    """Render the prompt with the sources in ``keep`` (all by default, in order) and locate them in tokens."""
-    if not query or not query.strip():
-        raise EmptyInputError("the query is empty")
+    """Render the prompt with the sources in ``keep`` (all by default, in order) and, within them, the
+    sentences in ``keep_sentences`` (flat indices of ``source_sentences``; all by default)."""
     template = template or PromptTemplate()
     keep = list(range(len(sources))) if keep is None else list(keep)
-    context, spans = _render_context(sources, keep, template)
+    context, kept, spans, kept_sent, sent_spans = _render_context(sources, keep, keep_sentences, template)
     user = (context + template.separator if context else "") + template.instruction.format(query=query.strip())
-    text, offset = render_chat(tokenizer, template, user)
-    char_spans = [(a + offset, b + offset) for a, b in spans]
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    token_spans = _token_spans(encoding["offset_mapping"], char_spans)
-    return PromptLayout(text, list(encoding["input_ids"]), keep, char_spans, token_spans)
+    text, ids, offsets, shift = encode_chat(tokenizer, template, user)
+    char_spans = [(a + shift, b + shift) for a, b in spans]
+    sentence_char_spans = [(a + shift, b + shift) for a, b in sent_spans]
+    return PromptLayout(text, ids, kept, char_spans, _token_spans(offsets, char_spans), kept_sent,
+                        sentence_char_spans, _token_spans(offsets, sentence_char_spans))
+
+
+def render_chat(tokenizer, template: PromptTemplate, user: str) -> list[int]:
+    """Token ids of the full prompt for one user message (plain-text user content)."""
+    return encode_chat(tokenizer, template, user)[1]

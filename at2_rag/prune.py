@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .validation import check_prune
+
 
 def select(
     scores: Sequence[float],
@@ -15,10 +17,9 @@ def select(
     """Indices to keep, in original order. Criteria combine (all must hold); the best source is always kept.
 
     ``top_k``: at most k sources; ``threshold``: score at least this; ``max_tokens``: greedily add the
-    best sources while their token total stays within the budget.
+    best sources while their token total stays within the budget. Bad values raise ``InvalidInputError``.
     """
-    if top_k is not None and top_k < 1:
-        raise ValueError("top_k must be at least 1")
+    check_prune(top_k, threshold, max_tokens)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     kept: list[int] = []
     used = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from .errors import InvalidInputError
 from .sources import Source
 
 
@@ -16,12 +17,22 @@ class ScoredSource(BaseModel):
 
 
 class TargetScores(BaseModel):
-    """Scores of every source for one response sentence."""
+    """Scores of every source, and of every sentence inside the sources, for one response sentence."""
 
     text: str
     start: int = Field(description="Char offset of the sentence in the response.")
     end: int
     scores: list[float]
+    sentence_scores: list[float] = Field(default_factory=list, description="One per ``Attribution.sentences``.")
+
+
+class SourceSentence(BaseModel):
+    """A sentence inside a source: where it is in that source's text."""
+
+    source_index: int
+    start: int = Field(description="Char offset in the source's text.")
+    end: int
+    text: str
 
 
 class Attribution(BaseModel):
@@ -30,14 +41,22 @@ class Attribution(BaseModel):
     query: str
     response: str
     sources: list[Source]
-    scores: list[float] = Field(description="Response-level score per source (mean over sentences).")
-    targets: list[TargetScores] = Field(description="Per-sentence scores.")
+    scores: list[float] = Field(description="Response-level score per source (mean over response sentences).")
+    targets: list[TargetScores] = Field(description="Per response sentence: source and source-sentence scores.")
+    sentences: list[SourceSentence] = Field(default_factory=list, description="The sentences inside the sources.")
+    sentence_scores: list[float] = Field(default_factory=list,
+                                         description="Response-level score per source sentence (same pass).")
     scorer: str = Field(description="Which scorer produced the scores (at2, average-attention, esm-32, ...).")
+    sentence_scorer: str | None = Field(default=None, description="Which scorer produced the sentence scores.")
     model: str
+    truncated: bool = Field(default=False, description="True when sources were trimmed to fit the window "
+                            "(``sources`` then holds the text the model actually read).")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds per stage for this item.")
 
     def top_k(self, k: int) -> list[ScoredSource]:
         """The k highest-scored sources, best first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InvalidInputError(f"k must be a non-negative int, not {k!r}")
         order = sorted(range(len(self.scores)), key=lambda i: -self.scores[i])
         return [ScoredSource(index=i, score=self.scores[i], source=self.sources[i]) for i in order[:k]]
 
@@ -65,22 +84,37 @@ class Attribution(BaseModel):
         return attribution_html(self)
 
 
-class CitedSource(BaseModel):
-    """One source cited for a sentence."""
+class CitedSentence(BaseModel):
+    """A sentence of a cited source: the evidence itself."""
 
-    index: int
+    index: int = Field(description="Index into ``Attribution.sentences``.")
+    start: int = Field(description="Char offset in the source's text.")
+    end: int
+    text: str
+    score: float = Field(description="Evidence score (see ``Citation.support``).")
+
+
+class CitedSource(BaseModel):
+    """One source cited for a response sentence, with the sentences inside it that support it."""
+
+    index: int = Field(description="Index of the source in the caller's list; its marker is [index + 1].")
     id: str
-    score: float
-    quote: str = Field(description="The sentence of the source that the answer sentence relies on most.")
+    score: float = Field(description="Evidence score of the source: its best sentence's.")
+    quote: str = Field(description="The source sentence with the highest evidence score.")
+    sentences: list[CitedSentence] = Field(default_factory=list)
 
 
 class Citation(BaseModel):
-    """The sources that support one sentence of the response."""
+    """The evidence for one sentence of the response, or the lack of it."""
 
     sentence: str
     start: int
     end: int
-    sources: list[CitedSource]
+    supported: bool = Field(description="The best evidence reaches the calibrated threshold; "
+                            "unsupported sentences get no [n] marker.")
+    support: float = Field(description="Evidence score of the best source sentence: with the shipped hybrid "
+                           "evidence model, an estimate of the probability that it is a supporting fact.")
+    sources: list[CitedSource] = Field(description="Cited sources, best first (empty when unsupported).")
 
 
 class CitedResponse(BaseModel):
@@ -89,6 +123,8 @@ class CitedResponse(BaseModel):
     response: str
     citations: list[Citation]
     formatted: str
+    unsupported: list[str] = Field(default_factory=list, description="Response sentences without enough evidence.")
+    evidence: str = Field(default="at2", description="The evidence scorer behind the citations.")
     attribution: Attribution
 
 
@@ -97,4 +133,6 @@ class PruneResult(BaseModel):
 
     sources: list[Source]
     indices: list[int]
+    scores: list[float] = Field(default_factory=list, description="The ranking score of every source "
+                                "(AT2, or AT2 fused with the retriever's score).")
     attribution: Attribution

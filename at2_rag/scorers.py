@@ -64,9 +64,9 @@ class ESMScorer:
 
         from .ablation import ablation_outputs, random_masks
 
-        masks = random_masks(len(job.sources), self.n_ablations, self.keep_prob, self.seed)
+        masks = random_masks(job.num_units, self.n_ablations, self.keep_prob, self.seed)
         outputs = ablation_outputs(job, masks, batch_size=self.batch_size)
-        scores = np.zeros((len(job.targets), len(job.sources)))
+        scores = np.zeros((len(job.targets), job.num_units))
         for t in range(len(job.targets)):
             model = Lasso(alpha=self.alpha, fit_intercept=True).fit(masks.astype(np.float64), outputs[:, t])
             scores[t] = model.coef_
@@ -82,13 +82,14 @@ class GradientScorer:
         from .ablation import target_logit_means
 
         logprobs, embeds = job.lm.response_logprobs([job.layout.input_ids], [job.response_ids], grad_embeddings=True)
-        scores = np.zeros((len(job.targets), len(job.sources)))
+        scores = np.zeros((len(job.targets), job.num_units))
+        indices, spans = job.layout.spans(job.level)
         for t, target in enumerate(job.targets):
             value = target_logit_means(logprobs[:, target.token_start : target.token_end]).sum()
             (grad,) = torch.autograd.grad(value, embeds, retain_graph=t + 1 < len(job.targets))
             saliency = (grad * embeds).sum(-1)[0].detach()
-            for s, (a, b) in enumerate(job.layout.token_spans):
-                scores[t, job.layout.source_indices[s]] = float(saliency[a:b].sum())
+            for unit, (a, b) in zip(indices, spans):
+                scores[t, unit] = float(saliency[a:b].sum())
         return scores
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from .errors import EmptyInputError
+from .errors import EmptyInputError, InvalidInputError
+from .validation import check_list, check_text, check_unicode
 
 
 class Source(BaseModel):
@@ -18,11 +19,34 @@ class Source(BaseModel):
     text: str = Field(description="The text the model reads.")
     title: str | None = Field(default=None, description="Optional title shown before the text.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Caller data carried through untouched.")
+    sentences: list[tuple[int, int]] | None = Field(
+        default=None, description="Char spans of the sentences inside ``text`` when the caller has them "
+        "(e.g. a dataset's own split); None splits by rule (``sentence_spans``).")
+
+    @model_validator(mode="after")
+    def _check_sentences(self) -> Source:
+        if self.sentences is not None:
+            previous = 0
+            for a, b in self.sentences:
+                if not (previous <= a < b <= len(self.text)):
+                    raise ValueError(f"sentence spans must be ordered, non-empty and inside the text: {(a, b)}")
+                previous = b
+            if not self.sentences:
+                raise ValueError("sentences, when given, must hold at least one span")
+        return self
+
+    def sentence_spans(self) -> list[tuple[int, int]]:
+        """Char spans of this source's sentences (the caller's, or split by rule; the whole text at least)."""
+        return list(self.sentences) if self.sentences else (sentence_spans(self.text) or [(0, len(self.text))])
 
 
 SourceLike = Union[str, tuple[str, str], Source]
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"')\]]*\s+(?=\S)")
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=\S)"  # Latin full stop, then space
+    r"|(?<=[。！？])[\"')\]」』]*\s*(?=\S)"  # CJK full stop: no space needed
+    r"|(?<=[a-z0-9][.!?])(?=[A-Z][a-z])"  # "Paris.It was": a missing space after a lower-case word
+)
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "u.s", "inc", "co", "mt"}
 
 
@@ -35,20 +59,24 @@ def _ends_in_abbreviation(text: str) -> bool:
     return (len(word) == 1 and word.isupper()) or word.lower() in _ABBREVIATIONS
 
 
-def to_sources(items: Sequence[SourceLike] | Iterable[SourceLike]) -> list[Source]:
-    """Normalise plain strings, ``(title, text)`` pairs or ``Source`` objects to validated ``Source`` objects."""
+def to_sources(items: Sequence[SourceLike]) -> list[Source]:
+    """Normalise plain strings, ``(title, text)`` pairs or ``Source`` objects to validated ``Source`` objects.
+
+    A bare ``str``, ``bytes``, ``dict`` or ``None`` raises ``InvalidInputError`` (it is not a list of sources).
+    """
     sources: list[Source] = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(check_list(items, "sources")):
         if isinstance(item, Source):
             source = item
         elif isinstance(item, str):
             source = Source(id=str(i), text=item)
-        elif isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
             source = Source(id=str(i), title=item[0], text=item[1])
         else:
-            raise TypeError(f"source {i} is a {type(item).__name__}; expected str, (title, text) or Source")
-        if not source.text.strip():
-            raise EmptyInputError(f"source {i} ({source.id!r}) has no text")
+            raise InvalidInputError(f"source {i} is a {type(item).__name__}; expected str, (title, text) or Source")
+        check_text(source.text, f"source {i} ({source.id!r}) text")
+        if source.title:
+            check_unicode(source.title, f"source {i} title")
         sources.append(source)
     if not sources:
         raise EmptyInputError("no sources given: attribution needs at least one source")
@@ -77,19 +105,3 @@ def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
     while end > start and text[end - 1].isspace():
         end -= 1
     return start, end
-
-
-def split_sentences(sources: Sequence[SourceLike]) -> list[Source]:
-    """Split each source into sentence sources; each keeps its parent's title and id in metadata."""
-    out: list[Source] = []
-    for parent_index, parent in enumerate(to_sources(sources)):
-        for j, (a, b) in enumerate(sentence_spans(parent.text)):
-            out.append(
-                Source(
-                    id=f"{parent.id}:{j}",
-                    text=parent.text[a:b],
-                    title=parent.title,
-                    metadata={**parent.metadata, "parent_id": parent.id, "parent_index": parent_index},
-                )
-            )
-    return out

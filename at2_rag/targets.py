@@ -24,10 +24,16 @@ def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
     return [len(tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True)) for i in range(len(ids))]
 
 
-def split_targets(tokenizer, response_ids: Sequence[int], sentences: bool = True) -> tuple[str, list[Target]]:
-    """Decode the response and split it into sentence targets (or one whole-response target)."""
-    text = tokenizer.decode(list(response_ids), skip_special_tokens=True)
-    ends = token_char_ends(tokenizer, response_ids)
+def split_targets(tokenizer, response_ids: Sequence[int], sentences: bool = True, text: str | None = None,
+                  ends: Sequence[int] | None = None) -> tuple[str, list[Target]]:
+    """Split the response into sentence targets (or one whole-response target).
+
+    A generated response is decoded; a given one keeps the caller's exact ``text`` with each token's char
+    end (``ends``, from the tokenizer's offsets), so text the tokenizer normalises away is not lost.
+    """
+    if text is None or ends is None:
+        text = tokenizer.decode(list(response_ids), skip_special_tokens=True)
+        ends = token_char_ends(tokenizer, response_ids)
     spans = sentence_spans(text) if sentences else [(0, len(text))]
     spans = spans or [(0, len(text))]
     targets = []

@@ -1,5 +1,5 @@
 """Learn AT2 coefficients: collect (features, ablation masks, outputs) per example, then fit θ by
-maximising the Pearson correlation between predicted and actual ablation outputs (DESIGN.md 4a)."""
+maximising the Pearson correlation between predicted and actual ablation outputs (the AT2 objective)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -15,15 +16,22 @@ from tqdm.auto import tqdm
 from .ablation import ablation_logprobs, random_masks, target_logit_means
 from .coefficients import CoefficientMetadata, Coefficients
 from .features import collect
-from .hotpotqa import HotpotExample
 from .lm import LanguageModel
 from .prompts import PromptTemplate
-from .sources import split_sentences
+from .sources import Source
+
+
+class TrainingExample(Protocol):
+    """What training needs of an example: an id, a question and its sources (any dataset fits)."""
+
+    id: str
+    question: str
+    sources: list[Source]
 
 
 def collect_examples(
     lm: LanguageModel,
-    examples: Sequence[HotpotExample],
+    examples: Sequence[TrainingExample],
     out_dir: str | Path,
     source_kind: str = "passage",
     n_masks: int = 32,
@@ -33,8 +41,13 @@ def collect_examples(
     max_new_tokens: int = 32,
     template: PromptTemplate | None = None,
     progress: bool = True,
+    responses: Sequence[str | None] | None = None,
 ) -> list[Path]:
-    """Write one ``.npz`` per example of this shard (skipping those already written, so runs resume)."""
+    """Write one ``.npz`` per example of this shard (skipping those already written, so runs resume).
+
+    ``source_kind='sentence'`` ablates the sentences inside the passages. ``responses`` (one per example)
+    teacher-forces given answers; None generates the model's own.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -42,9 +55,10 @@ def collect_examples(
     for i, ex in tqdm(mine, desc=f"collect shard {shard}/{num_shards}", disable=not progress):
         path = out_dir / f"{i:05d}-{ex.id}.npz"
         if not path.exists():
-            sources = split_sentences(ex.sources) if source_kind == "sentence" else ex.sources
-            job = collect(lm, [ex.question], [sources], template=template, max_new_tokens=max_new_tokens)[0]
-            masks = random_masks(len(sources), n_masks, keep_prob, seed=i)
+            response = responses[i] if responses is not None else None
+            job = collect(lm, [ex.question], [ex.sources], [response], template=template,
+                          max_new_tokens=max_new_tokens)[0].at_level(source_kind)
+            masks = random_masks(job.num_units, n_masks, keep_prob, seed=i)
             logprobs = ablation_logprobs(job, masks)
             outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end]) for t in job.targets], 1)
             tmp = path.with_suffix(".tmp.npz")

@@ -23,8 +23,8 @@ import torch
 
 from at2_rag import AT2Attributor
 from at2_rag.ablation import random_masks
-from at2_rag.hotpotqa import load_hotpotqa
-from at2_rag.metrics import lds
+from at2_rag.eval.hotpotqa import load_hotpotqa
+from at2_rag.eval.metrics import lds
 from at2_rag.training import fit_theta
 
 

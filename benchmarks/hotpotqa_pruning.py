@@ -1,6 +1,6 @@
 """HotpotQA context pruning benchmark (DESIGN.md section 5); same as `at2-rag bench hotpotqa`."""
 
-from at2_rag.pruning_benchmark import main
+from at2_rag.eval.pruning import main
 
 if __name__ == "__main__":
     main()

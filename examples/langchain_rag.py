@@ -21,7 +21,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from at2_rag import AT2Attributor
-from at2_rag.hotpotqa import load_hotpotqa
+from at2_rag.eval.hotpotqa import load_hotpotqa
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hotpotqa" / "validation.jsonl"
 

@@ -15,7 +15,7 @@ from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2LocalLLM, AT2Postprocessor
 
 from at2_rag import AT2Attributor
-from at2_rag.hotpotqa import load_hotpotqa
+from at2_rag.eval.hotpotqa import load_hotpotqa
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hotpotqa" / "validation.jsonl"
 

@@ -15,7 +15,8 @@ def small_rows(validation_rows):
 
 @pytest.mark.slow
 def test_evaluation_resumes_and_reuses_ablations(attributor, small_rows, tmp_path, monkeypatch):
-    from at2_rag import evaluation, make_scorer
+    from at2_rag import make_scorer
+    from at2_rag.eval import attribution as evaluation
 
     coefficients = attributor.scorer.coefficients
     scorers = [make_scorer("at2", coefficients), make_scorer("average-attention")]
@@ -49,8 +50,8 @@ def test_evaluation_resumes_and_reuses_ablations(attributor, small_rows, tmp_pat
 @pytest.mark.slow
 def test_ablation_cache_matches_direct_ablation(attributor, small_rows, tmp_path):
     from at2_rag.ablation import ablation_outputs, random_masks
-    from at2_rag.evaluation import AblationCache
-    from at2_rag.metrics import top_k_drop
+    from at2_rag.eval.attribution import AblationCache
+    from at2_rag.eval.metrics import top_k_drop
 
     job = attributor.jobs([small_rows[0].question], [small_rows[0].sources])[0]
     masks = random_masks(len(job.sources), 5, seed=3)

@@ -1,6 +1,6 @@
 import pytest
 
-from at2_rag.metrics import contains_answer, exact_match, token_f1
+from at2_rag.eval.metrics import contains_answer, exact_match, token_f1
 from at2_rag.prune import select
 
 

@@ -21,7 +21,7 @@ def small_rows(tmp_path, train_path):
 
 
 def test_benchmark_runs_end_to_end_on_two_rows(tmp_path, small_rows):
-    from at2_rag.pruning_benchmark import GenerationCache, main
+    from at2_rag.eval.pruning import GenerationCache, main
 
     out = tmp_path / "bench.json"
     args = ["--data", str(small_rows), "--limit", "2", "--esm-ablations", "4", "--cache-dir", str(tmp_path / "cache"),

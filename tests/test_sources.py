@@ -1,6 +1,6 @@
 import pytest
 
-from at2_rag import EmptyInputError, Source, split_sentences, to_sources
+from at2_rag import EmptyInputError, InvalidInputError, Source, to_sources
 from at2_rag.prompts import build_prompt
 from at2_rag.sources import sentence_spans
 
@@ -34,10 +34,12 @@ def test_sentence_split_keeps_initials_and_abbreviations():
         "It was founded by Willis W. Harman in 1973.", 'Dr. Smith ran it (see "Mt. Hood").', "It grew."]
 
 
-def test_split_sentences_keeps_parent():
-    out = split_sentences([("T", "One. Two.")])
-    assert [s.text for s in out] == ["One.", "Two."]
-    assert all(s.metadata["parent_id"] == "0" and s.title == "T" for s in out)
+def test_caller_sentence_spans_are_checked():
+    assert Source(id="a", text="One. Two.", sentences=[(0, 4), (5, 9)]).sentence_spans() == [(0, 4), (5, 9)]
+    with pytest.raises(ValueError):
+        Source(id="a", text="One. Two.", sentences=[(5, 9), (0, 4)])
+    with pytest.raises(InvalidInputError):
+        to_sources("One. Two.")
 
 
 @pytest.mark.slow
@@ -47,12 +49,8 @@ def test_prompt_spans_cover_exactly_the_source_text(lm):
     for (a, b), (ta, tb), source in zip(layout.char_spans, layout.token_spans, sources):
         assert layout.text[a:b].endswith(source.text) and source.title in layout.text[a:b]
         assert source.text in lm.tokenizer.decode(layout.input_ids[ta:tb])
-    sentence_layout = build_prompt(lm.tokenizer, "Who?", split_sentences(sources))
-    assert [sentence_layout.text[a:b] for a, b in sentence_layout.char_spans] == [
+    assert [layout.text[a:b] for a, b in layout.sentence_char_spans] == [
         "Ça va?", "Très bien — merci.", "Second passage 2 + 2 = 4."]
-
-
-@pytest.mark.slow
-def test_empty_query_rejected(lm):
-    with pytest.raises(EmptyInputError):
-        build_prompt(lm.tokenizer, "  ", to_sources(["x"]))
+    dropped = build_prompt(lm.tokenizer, "Who?", sources, keep_sentences={0, 2})
+    assert "Très bien" not in dropped.text and "Ça va?" in dropped.text and dropped.sentence_indices == [0, 2]
+    assert build_prompt(lm.tokenizer, "Who?", sources, keep_sentences={2}).source_indices == [1]

@@ -56,7 +56,7 @@ def test_ablation_logprobs_equal_direct_forward(lm):
 @pytest.mark.slow
 def test_short_real_training_run(lm, train_path, tmp_path):
     from at2_rag.coefficients import Coefficients
-    from at2_rag.hotpotqa import load_hotpotqa
+    from at2_rag.eval.hotpotqa import load_hotpotqa
     from at2_rag.training import collect_examples, train
 
     rows = load_hotpotqa(train_path, 3)

@@ -7,7 +7,6 @@ pays for the ablations that scorer's new top-k sources need.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -16,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .ablation import ablation_outputs, random_masks
-from .attributor import AT2Attributor
-from .features import AttributionJob
+from ..ablation import ablation_outputs, random_masks
+from ..attributor import AT2Attributor
+from ..features import AttributionJob
 from .hotpotqa import HotpotExample
 from .metrics import bootstrap_ci, lds, mean_gold_rank, top_k_drop
-from .scorers import Scorer
+from ..scorers import Scorer
 
 
 class AblationCache:
@@ -64,8 +63,7 @@ def scorer_key(scorer: Scorer) -> str:
     coefficients = getattr(scorer, "coefficients", None)
     if coefficients is None:
         return scorer.name
-    digest = hashlib.sha256(coefficients.theta.detach().cpu().numpy().tobytes()).hexdigest()[:12]
-    return f"{scorer.name}-{digest}"
+    return f"{scorer.name}-{coefficients.digest}"
 
 
 def _check_manifest(work_dir: Path, manifest: dict) -> None:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
-from .ablation import ablation_outputs
-from .features import AttributionJob
+from ..ablation import ablation_outputs
+from ..features import AttributionJob
 
 
 def top_k_masks(scores: np.ndarray, ks=(1, 2, 3)) -> np.ndarray:
@@ -54,6 +54,19 @@ def mean_gold_rank(source_scores: np.ndarray, gold) -> float:
     """Mean 1-based rank of the gold sources when ``source_scores`` (one per source) are sorted descending."""
     order = np.argsort(-np.asarray(source_scores), kind="stable")
     return float(np.mean([int(np.flatnonzero(order == g)[0]) + 1 for g in gold]))
+
+
+def ranking_metrics(scores: np.ndarray, relevant, ks=(2, 4)) -> dict[str, float]:
+    """Top-1 hit, recall@k (share of the relevant items in the top k) and reciprocal rank of the first hit."""
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    relevant = set(int(r) for r in relevant)
+    if not relevant:
+        raise ValueError("ranking metrics need at least one relevant item")
+    first = next(rank for rank, i in enumerate(order, start=1) if int(i) in relevant)
+    out = {"top1": float(int(order[0]) in relevant)}
+    out.update({f"recall@{k}": len(relevant & set(order[:k].tolist())) / len(relevant) for k in ks})
+    out["mrr"] = 1.0 / first
+    return out
 
 
 def bootstrap_ci(values, n: int = 2000, seed: int = 0) -> list[float]:

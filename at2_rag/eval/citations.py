@@ -1,0 +1,180 @@
+"""Citation benchmark (`at2-rag bench citations`): how well each method finds HotpotQA's supporting facts.
+
+Responses: (a) the gold answer written as a short sentence, a stand-in for a correct answer from a strong
+LLM, and (b) the attributor's own draft. Sources at passage level (gold passages) and sentence level
+(HotpotQA's own sentences vs its supporting facts). Methods: AT2 with each shipped coefficient kind, average
+attention, ESM-32 (first rows only: it costs 32 forward passes per level), MiniLM similarity and TF-IDF of
+question + response sentence, and the calibrated evidence models (pure AT2, hybrid, hybrid + embedding).
+Metrics per response sentence (averaged per row): top-1 hit, recall@2, recall@4, MRR, with 95% bootstrap
+intervals over rows; abstention precision/recall of each evidence model. Per-row records are cached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..attributor import AT2Attributor
+from ..evidence import Embedder, tfidf_similarity
+from ..scorers import AverageAttentionScorer, ESMScorer
+from .calibrate import record_components, supporting_labels, titled_sentences
+from .hotpotqa import HotpotExample
+from .metrics import bootstrap_ci, ranking_metrics
+
+RESPONSES = {"gold": "gold answer sentence (stand-in for a strong LLM)", "draft": "attributor's own draft"}
+LEVELS = ("passage", "sentence")
+
+
+def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str, embed: Embedder,
+               esm_ablations: int) -> dict:
+    """Scores of every method at both levels for one row and response kind (one captured pass + ESM)."""
+    response = ex.answer_sentence if response_kind == "gold" else None
+    job = attributor.jobs([ex.question], [ex.sources], [response])[0]
+    targets = [t.text for t in job.targets]
+    qa = [f"{ex.question} {t}" for t in targets]
+    units = {
+        "passage": [f"{s.title}: {s.text}" for s in ex.sources],
+        "sentence": titled_sentences(ex.sources, job.sentences),
+    }
+    scorers = {"at2-passage-θ": attributor.scorer, "at2-sentence-θ": attributor.sentence_scorer,
+               "average-attention": AverageAttentionScorer()}
+    if esm_ablations:
+        scorers[f"esm-{esm_ablations}"] = ESMScorer(n_ablations=esm_ablations)
+    record: dict = {"id": ex.id, "response_kind": response_kind, "response": job.response, "targets": targets}
+    for level in LEVELS:
+        view = job.at_level(level)
+        for name, scorer in scorers.items():
+            record[f"{level}:{name}"] = np.asarray(scorer.score(view), dtype=float).tolist()
+        vectors = embed([*qa, *units[level]])
+        record[f"{level}:embedding"] = (vectors[: len(qa)] @ vectors[len(qa) :].T).tolist()
+        record[f"{level}:tfidf"] = tfidf_similarity(qa, units[level]).tolist()
+    record["at2_sentence"] = record["sentence:at2-sentence-θ"]
+    record["emb_qa"] = record["sentence:embedding"]
+    return record
+
+
+def collect(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: Path, embed: Embedder,
+            esm_rows: int, esm_ablations: int = 32, progress: bool = True) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for kind in RESPONSES:
+        folder = work_dir / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        out[kind] = []
+        for i, ex in enumerate(tqdm(examples, desc=f"citation bench ({kind})", disable=not progress)):
+            esm = esm_ablations if kind == "gold" and i < esm_rows else 0
+            path = folder / f"{i:05d}-{ex.id}-esm{esm}.json"
+            if not path.is_file():
+                path.write_text(json.dumps(row_record(attributor, ex, kind, embed, esm)))
+            out[kind].append(json.loads(path.read_text()))
+    return out
+
+
+def _evidence_scores(attributor: AT2Attributor, record: dict, ex: HotpotExample) -> dict[str, np.ndarray]:
+    """Sentence-level probabilities of each calibrated evidence model, and passage level as the best sentence."""
+    if attributor.calibration is None:
+        return {}
+    values = record_components(record, ex)
+    owner = np.array([i for i, s in enumerate(ex.sources) for _ in s.sentence_spans()])
+    out = {}
+    for name, model in attributor.calibration.evidence.items():
+        prob = model.predict(values)
+        out[f"sentence:evidence-{name}"] = prob
+        out[f"passage:evidence-{name}"] = np.stack([prob[:, owner == p].max(-1) for p in range(len(ex.sources))], -1)
+    return out
+
+
+def _relevant(ex: HotpotExample, level: str) -> list[int]:
+    if level == "passage":
+        return list(ex.gold)
+    offsets = np.cumsum([0] + [len(s.sentence_spans()) for s in ex.sources])
+    return [int(offsets[i] + j) for i, j in ex.supporting]
+
+
+def abstention(attributor: AT2Attributor, records: dict[str, list[dict]], examples: Sequence[HotpotExample]) -> dict:
+    """Per evidence model, over the response sentences of both response kinds: precision and recall of
+    ``supported`` for "the cited evidence contains a supporting fact"."""
+    from ..cite import cite
+    from ..results import Attribution, SourceSentence, TargetScores
+
+    out = {}
+    for name, model in (attributor.calibration.evidence.items() if attributor.calibration else []):
+        supported, hits = [], []
+        for kind in records:
+            for record, ex in zip(records[kind], examples):
+                prob = model.predict(record_components(record, ex))
+                labels = supporting_labels(ex, len(record["targets"]))
+                sentences = [SourceSentence(source_index=i, start=a, end=b, text=ex.sources[i].text[a:b])
+                             for i, s in enumerate(ex.sources) for a, b in s.sentence_spans()]
+                attribution = Attribution(query=ex.question, response=record["response"], sources=ex.sources,
+                                          scores=[0.0] * len(ex.sources), sentences=sentences, scorer="-", model="-",
+                                          targets=[TargetScores(text=t, start=0, end=0, scores=[])
+                                                   for t in record["targets"]])
+                cited = cite(attribution, prob, model.threshold, name)
+                for t, citation in enumerate(cited.citations):
+                    chosen = [s.index for src in citation.sources for s in src.sentences]
+                    if not chosen:
+                        chosen = [int(prob[t].argmax())]
+                    supported.append(citation.supported)
+                    hits.append(bool(labels[t, chosen].any()))
+        supported, hits = np.asarray(supported), np.asarray(hits)
+        out[name] = {
+            "threshold": model.threshold,
+            "precision": float(hits[supported].mean()) if supported.any() else float("nan"),
+            "recall": float(supported[hits].mean()) if hits.any() else float("nan"),
+            "supported_share": float(supported.mean()),
+            "n_sentences": int(len(hits)),
+        }
+    return out
+
+
+def summarise(attributor: AT2Attributor, records: dict[str, list[dict]], examples: Sequence[HotpotExample]) -> dict:
+    """Per response kind, level and method: mean metrics with bootstrap intervals and the row count."""
+    result: dict = {"responses": RESPONSES, "methods": {}}
+    for kind, rows in records.items():
+        per_method: dict[str, dict[str, list]] = {}
+        for record, ex in zip(rows, examples):
+            scores = {k: np.asarray(v) for k, v in record.items() if ":" in k}
+            scores.update(_evidence_scores(attributor, record, ex))
+            for key, matrix in scores.items():
+                level = key.split(":")[0]
+                relevant = _relevant(ex, level)
+                per_target = [ranking_metrics(row, relevant) for row in matrix]
+                row_mean = {m: float(np.mean([p[m] for p in per_target])) for m in per_target[0]}
+                for metric, value in row_mean.items():
+                    per_method.setdefault(key, {}).setdefault(metric, []).append(value)
+        result["methods"][kind] = {
+            key: {"n_rows": len(next(iter(metrics.values()))),
+                  **{m: float(np.mean(v)) for m, v in metrics.items()},
+                  **{f"{m}_ci95": bootstrap_ci(v) for m, v in metrics.items()}}
+            for key, metrics in per_method.items()
+        }
+    result["abstention"] = abstention(attributor, records, examples)
+    return result
+
+
+def print_table(result: dict) -> None:
+    for kind, methods in result["methods"].items():
+        for level in LEVELS:
+            print(f"\n{RESPONSES[kind]}, {level} level (top-1 / recall@2 / recall@4 / MRR, 95% CI of recall@2 and MRR)")
+            rows = sorted((k for k in methods if k.startswith(level + ":")), key=lambda k: -methods[k]["mrr"])
+            for key in rows:
+                m = methods[key]
+                print(f"  {key.split(':', 1)[1]:<28} {m['top1']:.3f}  {m['recall@2']:.3f} "
+                      f"[{m['recall@2_ci95'][0]:.2f},{m['recall@2_ci95'][1]:.2f}]  {m['recall@4']:.3f}  "
+                      f"{m['mrr']:.3f} [{m['mrr_ci95'][0]:.2f},{m['mrr_ci95'][1]:.2f}]  (n={m['n_rows']})")
+    print("\nabstention (both response kinds): precision / recall of supported, share supported")
+    for name, a in result["abstention"].items():
+        print(f"  evidence-{name:<20} {a['precision']:.3f} / {a['recall']:.3f}, {a['supported_share']:.3f} "
+              f"(threshold {a['threshold']:.3f}, {a['n_sentences']} sentences)")
+
+
+def run(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: str | Path, embed: Embedder,
+        esm_rows: int = 20, progress: bool = True) -> dict:
+    records = collect(attributor, examples, Path(work_dir), embed, esm_rows, progress=progress)
+    result = summarise(attributor, records, examples)
+    result.update({"model": attributor.lm.model_id, "n_examples": len(examples), "esm_rows": min(esm_rows, len(examples))})
+    return result

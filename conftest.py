@@ -1,0 +1,95 @@
+"""Shared fixtures: the real default model (loaded once per session), a tiny random model with the real
+default tokenizer (fast tier: contracts in seconds), and real HotpotQA rows."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1] / "shared" / "data"
+DATA = SHARED / "hotpotqa"
+
+
+@pytest.fixture(scope="session")
+def lm():
+    from at2_rag import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def attributor(lm):
+    from at2_rag import AT2Attributor
+
+    return AT2Attributor.from_pretrained(max_new_tokens=24)
+
+
+@pytest.fixture(scope="session")
+def default_tokenizer():
+    from transformers import AutoTokenizer
+
+    from at2_rag.lm import default_model_path
+
+    path = default_model_path()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(default_tokenizer):
+    """A 2-layer Llama with random weights and the default model's tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from at2_rag import LanguageModel
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(default_tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, eos_token_id=default_tokenizer.eos_token_id)
+    return LanguageModel(LlamaForCausalLM(config), default_tokenizer, "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration(tiny_lm):
+    """A calibration for the tiny model: hybrid evidence (lexical weighted) and fusion for both drafters."""
+    from at2_rag import Calibration, EvidenceModel, FusionModel
+    from at2_rag.evidence import AT2_COMPONENTS, LEXICAL_COMPONENTS
+
+    names = list(AT2_COMPONENTS + LEXICAL_COMPONENTS)
+    evidence = {
+        "at2": EvidenceModel(name="at2", components=list(AT2_COMPONENTS), mean=[0, 0], scale=[1, 1],
+                             weights=[1.0, 1.0], bias=0.0, threshold=0.5),
+        "hybrid": EvidenceModel(name="hybrid", components=names, mean=[0] * 6, scale=[1] * 6,
+                                weights=[0.1, 0.1, 4.0, 0.5, 4.0, 0.5], bias=-1.5, threshold=0.5),
+    }
+    fusion = {kind: FusionModel(weight=0.5, k=1.0) for kind in ("llm", "attributor")}
+    return Calibration(model_id="tiny-llama", sentence_coefficients="", passage_coefficients="", evidence=evidence,
+                       default_evidence="hybrid", fusion=fusion)
+
+
+@pytest.fixture(scope="session")
+def tiny_attributor(tiny_lm, tiny_calibration):
+    from at2_rag import AT2Attributor, AverageAttentionScorer
+
+    return AT2Attributor(tiny_lm, AverageAttentionScorer(), AverageAttentionScorer(), max_new_tokens=6,
+                         calibration=tiny_calibration)
+
+
+@pytest.fixture(scope="session")
+def validation_rows():
+    from at2_rag.eval.hotpotqa import load_hotpotqa
+
+    return load_hotpotqa(DATA / "validation.jsonl")
+
+
+@pytest.fixture(scope="session")
+def train_path():
+    return DATA / "train.jsonl"
+
+
+@pytest.fixture(scope="session")
+def rag_corpus():
+    """Eight short paragraphs and three questions with answers as a capable LLM would write them."""
+    corpus = [json.loads(line) for line in (SHARED / "rag" / "corpus.jsonl").read_text().splitlines() if line]
+    questions = [json.loads(line) for line in (SHARED / "rag" / "questions.jsonl").read_text().splitlines() if line]
+    return corpus, questions
