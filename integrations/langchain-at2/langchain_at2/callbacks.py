@@ -1,13 +1,13 @@
-"""AT2CitationCallbackHandler: collects retrieved documents and the final LLM output, then cites it."""
+"""AT2CitationCallbackHandler: cites each run's final LLM answer against the documents that run retrieved."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.documents import Document
 from langchain_core.outputs import LLMResult
 
 from at2_rag import AT2Attributor
@@ -17,32 +17,77 @@ logger = logging.getLogger(__name__)
 
 
 class AT2CitationCallbackHandler(BaseCallbackHandler):
-    """Pass in ``config={"callbacks": [handler]}``; after the run, ``handler.citations`` holds the last answer's
-    citations and ``handler.records`` one entry per answered LLM call that followed a retrieval."""
+    """Pass in ``config={"callbacks": [handler]}``. Every top-level run keeps its own question and documents
+    (state is keyed by the run tree, so ``chain.batch([q1, q2])`` cites each answer against its own
+    documents); ``records`` gets one entry per answered LLM call that followed a retrieval in its run."""
 
-    def __init__(self, attributor: AT2Attributor | None = None, question: str | None = None) -> None:
+    def __init__(self, attributor: AT2Attributor | None = None, max_sources: int = 3,
+                 relative_threshold: float = 0.5) -> None:
         self.attributor = attributor or AT2Attributor.from_pretrained()
-        self.question = question
-        self.documents: list[Document] = []
+        self.max_sources = max_sources
+        self.relative_threshold = relative_threshold
         self.records: list[dict[str, Any]] = []
+        self._parents: dict[UUID, UUID | None] = {}
+        self._runs: dict[UUID, dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
     @property
-    def citations(self):
+    def citations(self) -> list[dict]:
+        """Citations of the latest record (convenience for one query at a time)."""
         return self.records[-1]["citations"] if self.records else []
 
-    def on_retriever_start(self, serialized: dict[str, Any], query: str, **kwargs: Any) -> None:
-        self.question = query
+    def _root(self, run_id: UUID, parent_run_id: UUID | None) -> UUID:
+        with self._lock:
+            self._parents.setdefault(run_id, parent_run_id)
+            return self._find_root(run_id)
+
+    def _find_root(self, run_id: UUID) -> UUID:
+        while self._parents.get(run_id) is not None:
+            run_id = self._parents[run_id]
+        return run_id
+
+    def on_chain_start(self, serialized, inputs, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs):
+        self._root(run_id, parent_run_id)
+
+    def on_chain_end(self, outputs, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs) -> None:
+        if parent_run_id is None:  # a top-level run ended: forget its state and its run tree
+            with self._lock:
+                self._runs.pop(run_id, None)
+                self._parents = {k: v for k, v in self._parents.items() if self._find_root(k) != run_id}
+
+    def on_retriever_start(self, serialized, query: str, *, run_id: UUID, parent_run_id: UUID | None = None,
+                           **kwargs: Any) -> None:
+        root = self._root(run_id, parent_run_id)
+        with self._lock:
+            self._runs.setdefault(root, {})["question"] = query
 
     def on_retriever_end(self, documents, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        self.documents = list(documents)
+        root = self._root(run_id, parent_run_id)
+        with self._lock:
+            self._runs.setdefault(root, {})["documents"] = list(documents)
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        if not self.documents or not self.question or not response.generations or not response.generations[0]:
+    def on_llm_start(self, serialized, prompts, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs):
+        self._root(run_id, parent_run_id)
+
+    def on_chat_model_start(self, serialized, messages, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs):
+        self._root(run_id, parent_run_id)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs) -> None:
+        root = self._root(run_id, parent_run_id)
+        with self._lock:
+            state = dict(self._runs.get(root, {}))
+        question, documents = state.get("question"), state.get("documents")
+        if not documents or not question or not response.generations or not response.generations[0]:
             return
         answer = response.generations[0][0].text
         if not answer.strip():
             return
         try:
-            self.records.append(cite_documents(self.attributor, self.question, self.documents, answer))
+            cited = cite_documents(self.attributor, question, list(documents), answer, self.max_sources,
+                                   self.relative_threshold)
         except Exception as exc:
-            logger.warning("AT2CitationCallbackHandler: citations failed (%s)", exc)
+            logger.warning("AT2CitationCallbackHandler: citations failed for %r (%s: %s)",
+                           question, type(exc).__name__, exc)
+            return
+        with self._lock:
+            self.records.append({"question": question, "answer": answer, "run_id": str(root), **cited})
