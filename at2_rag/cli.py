@@ -11,21 +11,45 @@ from pathlib import Path
 DEFAULT_DATA = Path("../shared/data/hotpotqa")
 
 
+class UsageError(Exception):
+    """A bad argument or input file: reported in one line, exit code 2."""
+
+
 def _data(path: str | None, split: str) -> Path:
     p = Path(path) if path else DEFAULT_DATA / f"{split}.jsonl"
     if not p.is_file():
-        sys.exit(f"data file not found: {p} (pass --data PATH to a HotpotQA jsonl)")
+        raise UsageError(f"data file not found: {p} (pass --data PATH to a HotpotQA jsonl)")
     return p
+
+
+def _rows(path: Path, limit: int | None):
+    """HotpotQA rows, checked before any model loads (a bad line is a usage error)."""
+    from .eval.hotpotqa import load_hotpotqa
+    from .errors import InvalidInputError
+
+    try:
+        rows = load_hotpotqa(path, limit)
+    except InvalidInputError as exc:
+        raise UsageError(str(exc)) from None
+    if not rows:
+        raise UsageError(f"{path} holds no rows")
+    return rows
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def cmd_demo(args) -> None:
     from tqdm.auto import tqdm
 
     from . import AT2Attributor
-    from .eval.hotpotqa import load_hotpotqa
     from .report import attribution_html, report_html
 
-    examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
+    examples = _rows(_data(args.data, "validation"), args.limit)
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
     sections = []
     for ex in tqdm(examples, desc="attributing"):
@@ -45,12 +69,11 @@ def cmd_demo(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .eval.hotpotqa import load_hotpotqa
     from .lm import load_model
     from .training import collect_examples, train, write_summary
 
     data = _data(args.data, "train")
-    examples = load_hotpotqa(data, args.limit)
+    examples = _rows(data, args.limit)
     lm = load_model(args.model)
     work = Path(args.work_dir) / args.source_kind
     collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard, num_shards=args.num_shards)
@@ -69,10 +92,9 @@ def cmd_calibrate(args) -> None:
     from . import AT2Attributor
     from .eval.calibrate import collect_records, fit_calibration
     from .eval.embeddings import minilm_embedder
-    from .eval.hotpotqa import load_hotpotqa
 
     data = _data(args.data, "train")
-    examples = load_hotpotqa(data, args.limit)
+    examples = _rows(data, args.limit)
     attributor = AT2Attributor.from_pretrained(args.model, max_new_tokens=32)
     records = collect_records(attributor, examples, args.work_dir, minilm_embedder())
     calibration = fit_calibration(attributor, records, examples, f"{data.name} ({len(examples)} rows)")
@@ -91,12 +113,11 @@ def cmd_calibrate(args) -> None:
 def cmd_evaluate(args) -> None:
     from . import AT2Attributor, make_scorer
     from .eval.attribution import evaluate_scorers
-    from .eval.hotpotqa import load_hotpotqa
 
+    examples = _rows(_data(args.data, "validation"), args.limit)
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
     coefficients = getattr(attributor.scorer, "coefficients", None)
     scorers = [make_scorer(name.strip(), coefficients) for name in args.scorers.split(",")]
-    examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
     result = evaluate_scorers(attributor, examples, scorers, work_dir=args.work_dir, shard=args.shard,
                               num_shards=args.num_shards)
     print(f"\n{result['model']} on {result['n_examples']} examples ({result['n_lds_masks']} LDS masks; "
@@ -118,6 +139,7 @@ def cmd_bench(args) -> None:
     if args.name == "hotpotqa":
         from .eval.pruning import main as bench_main
 
+        _rows(_data(args.data, "validation"), args.limit)
         bench_main(["--data", str(_data(args.data, "validation")), "--limit", str(args.limit), "--json",
                     args.json or "runs/hotpotqa_pruning.json", "--esm-ablations", str(args.esm_ablations),
                     *(["--model", args.model] if args.model else [])])
@@ -125,9 +147,8 @@ def cmd_bench(args) -> None:
     from . import AT2Attributor
     from .eval.citations import print_table, run
     from .eval.embeddings import minilm_embedder
-    from .eval.hotpotqa import load_hotpotqa
 
-    examples = load_hotpotqa(_data(args.data, "validation"), args.limit)
+    examples = _rows(_data(args.data, "validation"), args.limit)
     attributor = AT2Attributor.from_pretrained(args.model, max_new_tokens=32)
     result = run(attributor, examples, args.work_dir or "runs/citations", minilm_embedder(), args.esm_rows)
     print_table(result)
@@ -144,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def common(p, limit):
         p.add_argument("--data", help="HotpotQA jsonl (default: ../shared/data/hotpotqa/<split>.jsonl)")
-        p.add_argument("--limit", type=int, default=limit)
+        p.add_argument("--limit", type=_positive, default=limit, help="rows to use (at least 1)")
         p.add_argument("--model", help="hub id, local directory or .gguf (default: bundled SmolLM2-135M-Instruct)")
 
     p = sub.add_parser("demo", help="attribute a few HotpotQA questions and write an HTML report")
@@ -195,7 +216,16 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
-    args.func(args)
+    from .errors import AT2Error
+
+    try:
+        args.func(args)
+    except UsageError as exc:
+        print(f"at2-rag {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except AT2Error as exc:
+        print(f"at2-rag {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -163,12 +163,13 @@ def encode_chat(tokenizer, template: PromptTemplate, user: str) -> tuple[str, li
     """Full prompt (template's own markers as control tokens, ``user`` as plain text): text, ids, char
     offsets, and the char offset where ``user`` starts."""
     before, after = _shell(tokenizer, template)
-    head = list(tokenizer(before, add_special_tokens=False)["input_ids"])
-    body, offsets = encode_plain(tokenizer, user)
-    tail = list(tokenizer(after, add_special_tokens=False)["input_ids"])
-    shift = len(before)
-    offsets = [(0, 0)] * len(head) + [(a + shift, b + shift) for a, b in offsets] + [(0, 0)] * len(tail)
-    return before + user + after, head + body + tail, offsets, shift
+    head = tokenizer(before, add_special_tokens=False, return_offsets_mapping=True)
+    body, body_offsets = encode_plain(tokenizer, user)
+    tail = tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
+    shift, end = len(before), len(before) + len(user)
+    offsets = ([tuple(o) for o in head["offset_mapping"]] + [(a + shift, b + shift) for a, b in body_offsets]
+               + [(a + end, b + end) for a, b in tail["offset_mapping"]])
+    return before + user + after, list(head["input_ids"]) + body + list(tail["input_ids"]), offsets, shift
 
 
 def build_prompt(

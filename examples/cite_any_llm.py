@@ -10,7 +10,7 @@ SOURCES = [
     ("Union Church", "Union Church of Pocantico Hills was built by John D. Rockefeller, Jr. in 1921."),
     ("Stone Barns", "Stone Barns Center for Food & Agriculture is a non-profit farm in Pocantico Hills."),
 ]
-ANSWER = "Kykuit has 40 rooms. It was built for John D. Rockefeller."  # e.g. from an API model
+ANSWER = "Kykuit has 40 rooms. It was built for John D. Rockefeller. It has a heliport."  # e.g. from an API model
 
 
 def main() -> None:
@@ -19,10 +19,10 @@ def main() -> None:
                             response=ANSWER)
     print(cited.formatted)
     for citation in cited.citations:
-        print(f"- {citation.sentence!r}")
+        print(f"- {citation.sentence!r}  supported={citation.supported} (support {citation.support:.2f})")
         for source in citation.sources:
-            print(f"    [{source.index + 1}] score {source.score:+.4f}: {source.quote!r}")
-    print(f"scorer: {cited.attribution.scorer}")
+            print(f"    [{source.index + 1}] {source.id}: {source.quote!r}")
+    print(f"evidence: {cited.evidence}; AT2 scorers: {cited.attribution.scorer} / {cited.attribution.sentence_scorer}")
 
 
 if __name__ == "__main__":

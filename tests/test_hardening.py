@@ -238,6 +238,11 @@ def test_property_any_text(tiny_attributor, query, sources, response):
     for (i, a, b), (ca, cb) in zip([(s.source_index, s.start, s.end) for s in result.sentences],
                                    layout.sentence_char_spans):
         assert layout.text[ca:cb] == result.sources[i].text[a:b]
+    for (ta, tb), (ca, cb) in zip(layout.token_spans + layout.sentence_token_spans,
+                                  layout.char_spans + layout.sentence_char_spans):
+        # a span's tokens are those that overlap its characters: never more than one token either side
+        assert tb - ta <= len(tiny_attributor.lm.tokenizer(layout.text[ca:cb], split_special_tokens=True,
+                                                           add_special_tokens=False)["input_ids"]) + 2
     kept = tiny_attributor.prune_attribution(result, top_k=2)
     assert kept.indices == sorted(kept.indices) and 1 <= len(kept.indices) <= 2
     assert np.isfinite(tiny_attributor.evidence_scores(result)[0]).all()

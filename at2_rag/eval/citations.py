@@ -3,7 +3,8 @@
 Responses: (a) the gold answer written as a short sentence, a stand-in for a correct answer from a strong
 LLM, and (b) the attributor's own draft. Sources at passage level (gold passages) and sentence level
 (HotpotQA's own sentences vs its supporting facts). Methods: AT2 with each shipped coefficient kind, average
-attention, ESM-32 (first rows only: it costs 32 forward passes per level), MiniLM similarity and TF-IDF of
+attention, ESM-32 (first rows only: it costs 32 forward passes per level; the same rows
+also measure faithfulness, the top-k drop of each method's sentences), MiniLM similarity and TF-IDF of
 question + response sentence, and the calibrated evidence models (pure AT2, hybrid, hybrid + embedding).
 Metrics per response sentence (averaged per row): top-1 hit, recall@2, recall@4, MRR, with 95% bootstrap
 intervals over rows; abstention precision/recall of each evidence model. Per-row records are cached.
@@ -23,15 +24,17 @@ from ..evidence import Embedder, tfidf_similarity
 from ..scorers import AverageAttentionScorer, ESMScorer
 from .calibrate import record_components, supporting_labels, titled_sentences
 from .hotpotqa import HotpotExample
-from .metrics import bootstrap_ci, ranking_metrics
+from .metrics import bootstrap_ci, ranking_metrics, top_k_drop
 
 RESPONSES = {"gold": "gold answer sentence (stand-in for a strong LLM)", "draft": "attributor's own draft"}
 LEVELS = ("passage", "sentence")
+DROP_KS = (1, 3)
 
 
 def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str, embed: Embedder,
-               esm_ablations: int) -> dict:
-    """Scores of every method at both levels for one row and response kind (one captured pass + ESM)."""
+               esm_ablations: int, faithfulness: bool) -> dict:
+    """Scores of every method at both levels for one row and response kind (one captured pass + ESM), and
+    with ``faithfulness`` the top-k drop of each method's sentences (a few ablated passes)."""
     response = ex.answer_sentence if response_kind == "gold" else None
     job = attributor.jobs([ex.question], [ex.sources], [response])[0]
     targets = [t.text for t in job.targets]
@@ -54,6 +57,13 @@ def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str,
         record[f"{level}:tfidf"] = tfidf_similarity(qa, units[level]).tolist()
     record["at2_sentence"] = record["sentence:at2-sentence-θ"]
     record["emb_qa"] = record["sentence:embedding"]
+    if faithfulness:  # what the model loses when each method's top sentences are removed
+        sentence_view = job.at_level("sentence")
+        candidates = {k.split(":", 1)[1]: np.asarray(v) for k, v in record.items() if k.startswith("sentence:")}
+        candidates.update({k.split(":", 1)[1]: v for k, v in _evidence_scores(attributor, record, ex).items()
+                           if k.startswith("sentence:")})
+        record["sentence_top_k_drop"] = {name: {str(k): v for k, v in top_k_drop(sentence_view, scores, DROP_KS).items()}
+                                         for name, scores in candidates.items()}
     return record
 
 
@@ -66,9 +76,9 @@ def collect(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_d
         out[kind] = []
         for i, ex in enumerate(tqdm(examples, desc=f"citation bench ({kind})", disable=not progress)):
             esm = esm_ablations if kind == "gold" and i < esm_rows else 0
-            path = folder / f"{i:05d}-{ex.id}-esm{esm}.json"
+            path = folder / f"{i:05d}-{ex.id}-esm{esm}-drops{int(i < esm_rows)}.json"
             if not path.is_file():
-                path.write_text(json.dumps(row_record(attributor, ex, kind, embed, esm)))
+                path.write_text(json.dumps(row_record(attributor, ex, kind, embed, esm, i < esm_rows)))
             out[kind].append(json.loads(path.read_text()))
     return out
 
@@ -153,7 +163,21 @@ def summarise(attributor: AT2Attributor, records: dict[str, list[dict]], example
             for key, metrics in per_method.items()
         }
     result["abstention"] = abstention(attributor, records, examples)
+    result["sentence_top_k_drop"] = {
+        kind: {name: {k: {"mean": float(np.mean(v)), "ci95": bootstrap_ci(v), "n_rows": len(v)} for k, v in ks.items()}
+               for name, ks in _drops(rows).items()}
+        for kind, rows in records.items()
+    }
     return result
+
+
+def _drops(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {}
+    for record in rows:
+        for name, by_k in record.get("sentence_top_k_drop", {}).items():
+            for k, value in by_k.items():
+                out.setdefault(name, {}).setdefault(k, []).append(value)
+    return out
 
 
 def print_table(result: dict) -> None:
@@ -166,6 +190,13 @@ def print_table(result: dict) -> None:
                 print(f"  {key.split(':', 1)[1]:<28} {m['top1']:.3f}  {m['recall@2']:.3f} "
                       f"[{m['recall@2_ci95'][0]:.2f},{m['recall@2_ci95'][1]:.2f}]  {m['recall@4']:.3f}  "
                       f"{m['mrr']:.3f} [{m['mrr_ci95'][0]:.2f},{m['mrr_ci95'][1]:.2f}]  (n={m['n_rows']})")
+    for kind, methods in result["sentence_top_k_drop"].items():
+        if methods:
+            print(f"\nfaithfulness, {RESPONSES[kind]}: drop in the response's log-odds when each method's top "
+                  "k sentences are removed (higher = found what the model used)")
+            for name, by_k in sorted(methods.items(), key=lambda item: -item[1]["1"]["mean"]):
+                print(f"  {name:<28} " + "  ".join(f"k={k} {v['mean']:.3f} [{v['ci95'][0]:.2f},{v['ci95'][1]:.2f}]"
+                                                   for k, v in by_k.items()) + f"  (n={by_k['1']['n_rows']})")
     print("\nabstention (both response kinds): precision / recall of supported, share supported")
     for name, a in result["abstention"].items():
         print(f"  evidence-{name:<20} {a['precision']:.3f} / {a['recall']:.3f}, {a['supported_share']:.3f} "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from ..errors import InvalidInputError
 from ..sources import Source
 
 
@@ -44,24 +45,34 @@ def _passage(sentences: list[str]) -> tuple[str, list[tuple[int, int]], dict[int
 
 def load_hotpotqa(path: str | Path, limit: int | None = None) -> list[HotpotExample]:
     """Read rows: each passage becomes a Source (title + joined sentences, with HotpotQA's sentence spans);
-    gold = passages in supporting_facts; supporting = the supporting sentences themselves."""
+    gold = passages in supporting_facts; supporting = the supporting sentences themselves.
+
+    A line that is not valid UTF-8 JSON with the HotpotQA keys raises ``InvalidInputError`` naming the file and line.
+    """
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
-            row = json.loads(line)
-            facts = {(fact["title"], fact["sent_id"]) for fact in row.get("supporting_facts", [])}
-            sources, supporting = [], []
-            for i, p in enumerate(row["context"]):
-                text, spans, ids = _passage(p["sentences"])
-                # titles come HTML-escaped in the dump ("Stone Barns Center for Food &amp; Agriculture")
-                sources.append(Source(id=f"{row['id']}:{i}", title=html.unescape(p["title"]), text=text,
-                                      sentences=spans, metadata={"title": p["title"]}))
-                supporting += [(i, ids[s]) for title, s in sorted(facts) if title == p["title"] and s in ids]
-            gold = sorted({i for i, _ in supporting})
-            examples.append(HotpotExample(id=row["id"], question=row["question"].strip(), answer=row["answer"],
-                                          sources=sources, gold=gold, supporting=supporting))
+            try:
+                examples.append(_example(json.loads(raw.decode("utf-8"))))
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+                raise InvalidInputError(f"{path}:{number}: not a HotpotQA row ({type(exc).__name__}: {reason})") from None
             if limit is not None and len(examples) >= limit:
                 break
     return examples
+
+
+def _example(row: dict) -> HotpotExample:
+    facts = {(fact["title"], fact["sent_id"]) for fact in row.get("supporting_facts", [])}
+    sources, supporting = [], []
+    for i, p in enumerate(row["context"]):
+        text, spans, ids = _passage(p["sentences"])
+        # titles come HTML-escaped in the dump ("Stone Barns Center for Food &amp; Agriculture")
+        sources.append(Source(id=f"{row['id']}:{i}", title=html.unescape(p["title"]), text=text,
+                              sentences=spans, metadata={"title": p["title"]}))
+        supporting += [(i, ids[s]) for title, s in sorted(facts) if title == p["title"] and s in ids]
+    gold = sorted({i for i, _ in supporting})
+    return HotpotExample(id=row["id"], question=row["question"].strip(), answer=row["answer"], sources=sources,
+                         gold=gold, supporting=supporting)

@@ -1,7 +1,13 @@
-"""AT2 for LlamaIndex: prune retrieved nodes by attribution and cite them in answers."""
+"""AT2 for LlamaIndex: keep the retrieved nodes an answer relies on, and cite them sentence by sentence."""
+
+from importlib.metadata import PackageNotFoundError, version
 
 from llama_index.postprocessor.at2.base import AT2Postprocessor
 from llama_index.postprocessor.at2.citations import AT2CitationEventHandler, AT2CitationQueryEngine, cite_response
 from llama_index.postprocessor.at2.llm import AT2LocalLLM
 
 __all__ = ["AT2CitationEventHandler", "AT2CitationQueryEngine", "AT2LocalLLM", "AT2Postprocessor", "cite_response"]
+try:
+    __version__ = version("llama-index-postprocessor-at2")
+except PackageNotFoundError:  # a source tree that was not installed
+    __version__ = "0.0.0"

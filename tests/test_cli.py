@@ -1,0 +1,43 @@
+"""The CLI reports bad arguments and inputs in one line, with exit code 2 (usage) or 1 (runtime), before
+any model loads."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "at2_rag.cli", *args], capture_output=True, text=True, timeout=100)
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b'{"id": 1,\n', "bad.jsonl:1"),
+    (json.dumps({"id": "x", "question": "q?"}).encode() + b"\n", "missing key 'context'"),
+    (b'\xff\xfe{"id": "x"}\n', "UnicodeDecodeError"),
+])
+def test_bad_data_file_is_one_line(tmp_path, content, needle):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    result = _run("demo", "--data", str(path))
+    assert result.returncode == 2 and needle in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_limit_must_be_positive(limit):
+    result = _run("demo", "--limit", limit)
+    assert result.returncode == 2 and "at least 1" in result.stderr
+
+
+def test_model_load_error_is_one_line(train_path):
+    result = _run("demo", "--limit", "1", "--data", str(train_path), "--model", "./no/such/model")
+    assert result.returncode == 1 and "ModelLoadError" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_data_file():
+    result = _run("evaluate", "--data", "/nonexistent.jsonl")
+    assert result.returncode == 2 and "data file not found" in result.stderr
