@@ -32,7 +32,8 @@ def ablated_prompt(job: AttributionJob, mask: np.ndarray) -> list[int]:
     kept = np.flatnonzero(mask).tolist()
     tokenizer = job.lm.tokenizer
     if job.level == "sentence":
-        return build_prompt(tokenizer, job.query, job.sources, template=job.template, keep_sentences=set(kept)).input_ids
+        layout = build_prompt(tokenizer, job.query, job.sources, template=job.template, keep_sentences=set(kept))
+        return layout.input_ids
     return build_prompt(tokenizer, job.query, job.sources, keep=kept, template=job.template).input_ids
 
 

@@ -35,7 +35,8 @@ def _load_coefficients(lm: LanguageModel, spec, kind: str, allow_other_model: bo
     if spec is None:
         spec = shipped_path(lm.model_id, kind)
         if spec is None:
-            logger.warning("no %s-level AT2 coefficients ship for %s; scoring with average attention", kind, lm.model_id)
+            logger.warning("no %s-level AT2 coefficients ship for %s; scoring with average attention",
+                           kind, lm.model_id)
             return AverageAttentionScorer()
     coefficients = spec if isinstance(spec, Coefficients) else resolve(spec, lm.fingerprint)
     coefficients.check(lm.fingerprint, allow_other_model=allow_other_model)
@@ -116,7 +117,8 @@ class AT2Attributor:
         if name == "raw":
             return name
         if name not in self.calibration.evidence:
-            raise InvalidInputError(f"evidence must be 'raw' or one of {sorted(self.calibration.evidence)}, not {name!r}")
+            raise InvalidInputError(
+                f"evidence must be 'raw' or one of {sorted(self.calibration.evidence)}, not {name!r}")
         if self.calibration.evidence[name].needs_embedding and self.embed is None:
             if evidence is not None:
                 raise InvalidInputError(f"evidence {name!r} needs an embedder: pass embed=...")

@@ -44,8 +44,9 @@ def cite(
             CitedSource(
                 index=source, id=attribution.sources[source].id, score=float(row[picked[0]]),
                 quote=attribution.sentences[picked[0]].text,
-                sentences=[CitedSentence(index=j, start=attribution.sentences[j].start, end=attribution.sentences[j].end,
-                                         text=attribution.sentences[j].text, score=float(row[j])) for j in picked],
+                sentences=[CitedSentence(index=j, start=attribution.sentences[j].start,
+                                         end=attribution.sentences[j].end, text=attribution.sentences[j].text,
+                                         score=float(row[j])) for j in picked],
             )
             for source, picked in grouped.items()
         ]

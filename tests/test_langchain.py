@@ -5,10 +5,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor, AT2LocalLLM  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.language_models import FakeListChatModel  # noqa: E402
-
-from langchain_at2 import AT2CitationRunnable, AT2DocumentCompressor, AT2LocalLLM  # noqa: E402
 
 
 @pytest.fixture(scope="module")

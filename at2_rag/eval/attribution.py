@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 from ..ablation import ablation_outputs, random_masks
 from ..attributor import AT2Attributor
 from ..features import AttributionJob
+from ..scorers import Scorer
 from .hotpotqa import HotpotExample
 from .metrics import bootstrap_ci, lds, mean_gold_rank, top_k_drop
-from ..scorers import Scorer
 
 
 class AblationCache:

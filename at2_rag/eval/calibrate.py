@@ -137,7 +137,8 @@ def fit_fusion(records: Sequence[dict], examples: Sequence[HotpotExample], ks=(1
             if best is None or score > best[0] + 1e-12:
                 best = (score, fusion, np.mean(recalls, 0))
     score, fusion, per_k = best
-    fusion.metrics = {"train_mean_gold_recall": score, **{f"train_gold_recall@{k}": float(v) for k, v in zip(ks, per_k)}}
+    fusion.metrics = {"train_mean_gold_recall": score,
+                      **{f"train_gold_recall@{k}": float(v) for k, v in zip(ks, per_k)}}
     return fusion
 
 

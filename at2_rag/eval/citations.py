@@ -62,8 +62,10 @@ def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str,
         candidates = {k.split(":", 1)[1]: np.asarray(v) for k, v in record.items() if k.startswith("sentence:")}
         candidates.update({k.split(":", 1)[1]: v for k, v in _evidence_scores(attributor, record, ex).items()
                            if k.startswith("sentence:")})
-        record["sentence_top_k_drop"] = {name: {str(k): v for k, v in top_k_drop(sentence_view, scores, DROP_KS).items()}
-                                         for name, scores in candidates.items()}
+        record["sentence_top_k_drop"] = {
+            name: {str(k): v for k, v in top_k_drop(sentence_view, scores, DROP_KS).items()}
+            for name, scores in candidates.items()
+        }
     return record
 
 
@@ -207,5 +209,6 @@ def run(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: 
         esm_rows: int = 20, progress: bool = True) -> dict:
     records = collect(attributor, examples, Path(work_dir), embed, esm_rows, progress=progress)
     result = summarise(attributor, records, examples)
-    result.update({"model": attributor.lm.model_id, "n_examples": len(examples), "esm_rows": min(esm_rows, len(examples))})
+    result.update({"model": attributor.lm.model_id, "n_examples": len(examples),
+                   "esm_rows": min(esm_rows, len(examples))})
     return result

@@ -58,7 +58,8 @@ def load_hotpotqa(path: str | Path, limit: int | None = None) -> list[HotpotExam
                 examples.append(_example(json.loads(raw.decode("utf-8"))))
             except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 reason = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-                raise InvalidInputError(f"{path}:{number}: not a HotpotQA row ({type(exc).__name__}: {reason})") from None
+                raise InvalidInputError(
+                    f"{path}:{number}: not a HotpotQA row ({type(exc).__name__}: {reason})") from None
             if limit is not None and len(examples) >= limit:
                 break
     return examples

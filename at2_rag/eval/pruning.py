@@ -15,10 +15,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..attributor import AT2Attributor
+from ..scorers import AverageAttentionScorer, ESMScorer
 from .embeddings import minilm_embedder, question_similarity
 from .hotpotqa import HotpotExample, load_hotpotqa
 from .metrics import bootstrap_ci, contains_answer, exact_match, mean_gold_rank, token_f1
-from ..scorers import AverageAttentionScorer, ESMScorer
 
 KS = (1, 2, 3, 4, 5)
 

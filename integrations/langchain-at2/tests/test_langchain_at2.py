@@ -7,6 +7,7 @@ import logging
 import threading
 
 import pytest
+from langchain_at2 import AT2CitationCallbackHandler, AT2CitationRunnable, AT2DocumentCompressor
 from langchain_classic.chains import create_retrieval_chain
 from langchain_classic.chains.combine_documents import create_stuff_documents_chain
 from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -18,7 +19,6 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from at2_rag import InvalidInputError
-from langchain_at2 import AT2CitationCallbackHandler, AT2CitationRunnable, AT2DocumentCompressor
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,66 @@
+"""Evidence, abstention and fusion contracts (no model needed)."""
+
+import numpy as np
+import pytest
+
+from at2_rag import Attribution, FusionModel, Source, SourceSentence, TargetScores
+from at2_rag.cite import cite
+from at2_rag.evidence import abstention_threshold, components, fit_evidence_model, tfidf_similarity
+
+
+def test_abstention_threshold_reaches_the_precision():
+    rng = np.random.default_rng(0)
+    scores = rng.random(500)
+    hits = rng.random(500) < scores  # higher scores are hits more often
+    t = abstention_threshold(scores, hits, 0.8)
+    assert hits[scores >= t].mean() >= 0.8
+    assert abstention_threshold(np.array([0.1, 0.2]), np.array([False, False])) == 0.2
+
+
+def test_fusion_weights_interpolate_between_the_rankings():
+    at2, retriever = [0.9, 0.1, 0.5], [0.1, 0.9, 0.5]
+    assert np.argmax(FusionModel(weight=1.0, k=1).fuse(at2, retriever)) == 0
+    assert np.argmax(FusionModel(weight=0.0, k=1).fuse(at2, retriever)) == 1
+    even = FusionModel(weight=0.5, k=1).fuse(at2, retriever)
+    assert even[0] == pytest.approx(even[1])
+
+
+def test_components_and_a_fitted_model():
+    sentences = ["Paris: Paris is the capital of France.", "Rome: Rome is in Italy.", "Bread: Bread is baked."]
+    values = components("What is the capital of France?", ["Paris is the capital."], sentences,
+                        np.array([[0.1, 0.5, 0.2]]))
+    assert set(values) >= {"at2_z", "at2_share", "lex_qa", "lex_a", "lex_qa_z", "lex_a_z"}
+    assert np.argmax(values["lex_qa"][0]) == 0 and np.argmax(values["at2_z"][0]) == 1
+    labels = np.array([[1, 0, 0]])
+    model = fit_evidence_model("hybrid", ["at2_z", "lex_qa"], [values] * 5, [labels] * 5)
+    prob = model.predict(values)
+    assert prob.shape == (1, 3) and np.all((prob > 0) & (prob < 1)) and np.argmax(prob[0]) == 0
+    assert tfidf_similarity(["the a"], ["the", "a"]).shape == (1, 2)  # stop words only: zeros, no error
+
+
+def _attribution():
+    sources = [Source(id="a", text="Paris is in France. It is big."), Source(id="b", text="Rome is in Italy.")]
+    sentences = [SourceSentence(source_index=0, start=0, end=19, text="Paris is in France."),
+                 SourceSentence(source_index=0, start=20, end=30, text="It is big."),
+                 SourceSentence(source_index=1, start=0, end=17, text="Rome is in Italy.")]
+    targets = [TargetScores(text="Paris is French.", start=0, end=16, scores=[0, 0]),
+               TargetScores(text="It has dragons.", start=17, end=32, scores=[0, 0])]
+    return Attribution(query="q", response="Paris is French. It has dragons.", sources=sources, scores=[0, 0],
+                       targets=targets, sentences=sentences, scorer="x", model="m")
+
+
+def test_cite_abstains_below_the_threshold():
+    evidence = np.array([[0.9, 0.6, 0.1], [0.2, 0.1, 0.15]])
+    cited = cite(_attribution(), evidence, threshold=0.5, evidence_name="hybrid")
+    first, second = cited.citations
+    assert first.supported and [s.index for s in first.sources] == [0]
+    assert [x.index for x in first.sources[0].sentences] == [0, 1] and first.sources[0].quote == "Paris is in France."
+    assert not second.supported and second.sources == [] and cited.unsupported == ["It has dragons."]
+    assert cited.formatted == "Paris is French.[1] It has dragons."
+
+
+@pytest.mark.parametrize("max_sources", [1, 2])
+def test_cite_respects_max_sources(max_sources):
+    evidence = np.array([[0.9, 0.1, 0.8], [0.9, 0.1, 0.8]])
+    cited = cite(_attribution(), evidence, threshold=None, evidence_name="raw", max_sources=max_sources)
+    assert all(len(c.sources) == max_sources for c in cited.citations)
