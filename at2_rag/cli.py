@@ -76,7 +76,9 @@ def cmd_train(args) -> None:
     examples = _rows(data, args.limit)
     lm = load_model(args.model)
     work = Path(args.work_dir) / args.source_kind
-    collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard, num_shards=args.num_shards)
+    responses = [ex.answer_sentence for ex in examples] if args.responses == "gold" else None
+    collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard, num_shards=args.num_shards,
+                     responses=responses)
     if args.num_shards > 1 and not args.fit:
         print(f"shard {args.shard} collected in {work}; run again with --fit once every shard is done")
         return
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="coefficient file to write (.safetensors)")
     p.add_argument("--source-kind", choices=["passage", "sentence"], default="passage")
     p.add_argument("--masks", type=int, default=32)
+    p.add_argument("--responses", choices=["generated", "gold"], default="generated",
+                   help="attribute the model's own answers, or the gold answer as a short sentence (teacher-forced)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--chunk-tokens", type=int, default=None,
                    help="also cut responses into chunks of this many tokens as training targets")

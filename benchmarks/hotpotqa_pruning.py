@@ -1,4 +1,4 @@
-"""HotpotQA context pruning benchmark (DESIGN.md section 5); same as `at2-rag bench hotpotqa`."""
+"""HotpotQA context pruning benchmark (the paper's Figure 5); same as `at2-rag bench hotpotqa`."""
 
 from at2_rag.eval.pruning import main
 

@@ -34,3 +34,18 @@ def test_sentence_view_scores_and_ablates_sentences(tiny_lm):
     assert job.features.shape[1] == 5
     kept = tiny_lm.tokenizer.decode(ablated_prompt(job, [True, False, True, False, False]))
     assert "Seine" not in kept and "It is old." in kept and "Rome" not in kept
+
+
+def test_sentence_level_training_collection(tiny_lm, tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from at2_rag.training import collect_examples
+
+    example = SimpleNamespace(id="x", question="Where is Paris?", sources=SOURCES)
+    paths = collect_examples(tiny_lm, [example], tmp_path, source_kind="sentence", n_masks=4, max_new_tokens=4,
+                             progress=False, responses=["Paris is in France."])
+    data = np.load(paths[0])
+    assert data["masks"].shape == (4, 5) and data["features"].shape[1:] == (5, 8)
+    assert str(data["response"]) == "Paris is in France."

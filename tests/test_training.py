@@ -29,7 +29,7 @@ def test_recovers_planted_coefficients():
     assert correlation(theta, items[50:]) > 0.95
     uniform = torch.full_like(theta, 1 / theta.numel())
     assert correlation(theta, items[50:]) > correlation(uniform, items[50:]) + 0.05
-    assert float(theta.abs().sum()) == pytest.approx(1.0, abs=1e-5)  # L1-normalised as DESIGN 4a asks
+    assert float(theta.abs().sum()) == pytest.approx(1.0, abs=1e-5)  # L1-normalised, as the AT2 recipe does
 
 
 @pytest.mark.slow

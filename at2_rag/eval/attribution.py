@@ -136,7 +136,7 @@ def evaluate_scorers(
     shard: int = 0,
     num_shards: int = 1,
 ) -> dict:
-    """LDS, top-k drop, seconds per example and gold-passage rank for each scorer (DESIGN.md section 5),
+    """LDS, top-k drop, seconds per example and gold-passage rank for each scorer,
     averaged over this shard's examples, with 95% bootstrap intervals over examples."""
     work = Path(work_dir) if work_dir is not None else None
     if work is not None:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..attributor import AT2Attributor
 from ..evidence import Embedder, tfidf_similarity
 from ..scorers import AverageAttentionScorer, ESMScorer
+from .attribution import AblationCache
 from .calibrate import record_components, supporting_labels, titled_sentences
 from .hotpotqa import HotpotExample
 from .metrics import bootstrap_ci, ranking_metrics, top_k_drop
@@ -62,8 +63,9 @@ def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str,
         candidates = {k.split(":", 1)[1]: np.asarray(v) for k, v in record.items() if k.startswith("sentence:")}
         candidates.update({k.split(":", 1)[1]: v for k, v in _evidence_scores(attributor, record, ex).items()
                            if k.startswith("sentence:")})
+        ablate = AblationCache(sentence_view)  # methods that pick the same sentences share ablated passes
         record["sentence_top_k_drop"] = {
-            name: {str(k): v for k, v in top_k_drop(sentence_view, scores, DROP_KS).items()}
+            name: {str(k): v for k, v in top_k_drop(sentence_view, scores, DROP_KS, ablate=ablate).items()}
             for name, scores in candidates.items()
         }
     return record
