@@ -212,8 +212,10 @@ class AT2Attributor:
         return PruneResult(sources=[attribution.sources[i] for i in keep], indices=keep, scores=scores,
                            attribution=attribution)
 
-    def evidence_scores(self, attribution: Attribution, evidence: str | None = None) -> tuple[np.ndarray, float | None]:
-        """``[response sentences, source sentences]`` evidence and the abstention threshold (None: uncalibrated)."""
+    def evidence_scores(self, attribution: Attribution,
+                        evidence: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[response sentences, source sentences]`` evidence, and per response sentence whether it is
+        supported (None without a calibration: raw AT2 sentence scores, nothing abstains)."""
         name = self._choose_evidence(evidence) if evidence is not None else self.evidence
         at2 = np.array([t.sentence_scores for t in attribution.targets])
         if name == "raw":
@@ -223,15 +225,16 @@ class AT2Attributor:
                   else s.text for s in attribution.sentences]
         values = components(attribution.query, [t.text for t in attribution.targets], titled, at2,
                             self.embed if model.needs_embedding else None)
-        return model.predict(values), model.threshold
+        probabilities = model.predict(values)
+        return probabilities, model.supported(probabilities, values)
 
     def cite_attribution(self, attribution: Attribution, max_sources: int = 3, relative_threshold: float = 0.5,
                          evidence: str | None = None) -> CitedResponse:
         """Citations from an attribution already computed."""
         check_cite(max_sources, relative_threshold)
-        scores, threshold = self.evidence_scores(attribution, evidence)
+        scores, supported = self.evidence_scores(attribution, evidence)
         name = self._choose_evidence(evidence) if evidence is not None else self.evidence
-        return cite_policy.cite(attribution, scores, threshold, name, max_sources, relative_threshold)
+        return cite_policy.cite(attribution, scores, supported, name, max_sources, relative_threshold)
 
     def cite(self, query: str, sources: Sequence[SourceLike], response: str | None = None,
              max_sources: int = 3, relative_threshold: float = 0.5, evidence: str | None = None) -> CitedResponse:

@@ -11,7 +11,7 @@ from .results import Attribution, Citation, CitedResponse, CitedSentence, CitedS
 def cite(
     attribution: Attribution,
     evidence: np.ndarray,
-    threshold: float | None,
+    supported: np.ndarray | None,
     evidence_name: str,
     max_sources: int = 3,
     relative_threshold: float = 0.5,
@@ -20,18 +20,19 @@ def cite(
     """Cite, per response sentence, the best source sentence plus any other whose evidence is at least
     ``relative_threshold`` x the best, grouped by source (at most ``max_sources`` sources).
 
-    ``evidence`` is ``[response sentences, source sentences]``. A response sentence whose best evidence is
-    under ``threshold`` is unsupported: no citation, no marker, listed in ``unsupported``. With
-    ``threshold=None`` (no calibration) every sentence is cited.
+    ``evidence`` is ``[response sentences, source sentences]``; ``supported`` says per response sentence
+    whether its evidence is strong enough (the evidence model's decision). An unsupported sentence gets no
+    citation and no marker and is listed in ``unsupported``. With ``supported=None`` (no calibration) every
+    sentence is cited.
     """
     citations, unsupported = [], []
     for t, target in enumerate(attribution.targets):
         row = np.asarray(evidence[t], dtype=float)
         order = np.argsort(-row, kind="stable")
         best = float(row[order[0]])
-        supported = threshold is None or best >= threshold
+        is_supported = supported is None or bool(supported[t])
         grouped: dict[int, list[int]] = {}
-        if supported:
+        if is_supported:
             for j in order:
                 if row[j] < relative_threshold * best and j != order[0]:
                     break
@@ -50,9 +51,9 @@ def cite(
             )
             for source, picked in grouped.items()
         ]
-        citations.append(Citation(sentence=target.text, start=target.start, end=target.end, supported=supported,
+        citations.append(Citation(sentence=target.text, start=target.start, end=target.end, supported=is_supported,
                                   support=best, sources=cited))
-        if not supported:
+        if not is_supported:
             unsupported.append(target.text)
     return CitedResponse(response=attribution.response, citations=citations,
                          formatted=render(attribution.response, citations), unsupported=unsupported,

@@ -77,11 +77,18 @@ class EvidenceModel(BaseModel):
     bias: float
     threshold: float = Field(description="Least top-sentence probability for a response sentence to count as "
                              "supported (calibrated for >= 80% precision on train rows).")
+    answer_floor: float = Field(default=0.0, description="Least TF-IDF similarity between the response sentence "
+                                "alone and its closest source sentence: a claim whose words appear nowhere in the "
+                                "context is not supported, however the question matches (calibrated on train).")
     metrics: dict[str, float] = Field(default_factory=dict, description="Train-split numbers from calibration.")
 
     @property
     def needs_embedding(self) -> bool:
         return any(c in EMBEDDING_COMPONENTS for c in self.components)
+
+    def supported(self, probabilities: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
+        """Per response sentence: best evidence over the threshold and its words found in the context."""
+        return (probabilities.max(-1) >= self.threshold) & (values["lex_a"].max(-1) >= self.answer_floor)
 
     def predict(self, values: dict[str, np.ndarray]) -> np.ndarray:
         """Probability per (response sentence, source sentence)."""

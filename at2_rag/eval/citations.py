@@ -33,10 +33,10 @@ DROP_KS = (1, 3)
 
 
 def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str, embed: Embedder,
-               esm_ablations: int, faithfulness: bool) -> dict:
+               esm_ablations: int, faithfulness: bool, response: str | None = None) -> dict:
     """Scores of every method at both levels for one row and response kind (one captured pass + ESM), and
     with ``faithfulness`` the top-k drop of each method's sentences (a few ablated passes)."""
-    response = ex.answer_sentence if response_kind == "gold" else None
+    response = ex.answer_sentence if response_kind == "gold" else response
     job = attributor.jobs([ex.question], [ex.sources], [response])[0]
     targets = [t.text for t in job.targets]
     qa = [f"{ex.question} {t}" for t in targets]
@@ -69,6 +69,21 @@ def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str,
             for name, scores in candidates.items()
         }
     return record
+
+
+def collect_foreign(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: Path, embed: Embedder,
+                    progress: bool = True) -> list[dict]:
+    """Unsupported claims: each row's context with the next row's gold answer sentence as the response."""
+    folder = work_dir / "foreign"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, ex in enumerate(tqdm(examples, desc="citation bench (foreign claims)", disable=not progress)):
+        path = folder / f"{i:05d}-{ex.id}.json"
+        if not path.is_file():
+            claim = examples[(i + 1) % len(examples)].answer_sentence
+            path.write_text(json.dumps(row_record(attributor, ex, "foreign", embed, 0, False, claim)))
+        out.append(json.loads(path.read_text()))
+    return out
 
 
 def collect(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: Path, embed: Embedder,
@@ -108,44 +123,39 @@ def _relevant(ex: HotpotExample, level: str) -> list[int]:
     return [int(offsets[i] + j) for i, j in ex.supporting]
 
 
-def abstention(attributor: AT2Attributor, records: dict[str, list[dict]], examples: Sequence[HotpotExample]) -> dict:
-    """Per evidence model, over the response sentences of both response kinds: precision and recall of
-    ``supported`` for "the cited evidence contains a supporting fact"."""
-    from ..cite import cite
-    from ..results import Attribution, SourceSentence, TargetScores
-
+def abstention(attributor: AT2Attributor, records: dict[str, list[dict]], foreign: list[dict],
+               examples: Sequence[HotpotExample]) -> dict:
+    """Per evidence model: precision and recall of ``supported`` for "the cited evidence contains a supporting
+    fact" over the response sentences of both response kinds, and the share of unsupported claims (another
+    row's answer) that still get a citation."""
     out = {}
     for name, model in (attributor.calibration.evidence.items() if attributor.calibration else []):
-        supported, hits = [], []
+        supported, hits, foreign_supported = [], [], []
         for kind in records:
             for record, ex in zip(records[kind], examples):
-                prob = model.predict(record_components(record, ex))
+                values = record_components(record, ex)
+                prob = model.predict(values)
                 labels = supporting_labels(ex, len(record["targets"]))
-                sentences = [SourceSentence(source_index=i, start=a, end=b, text=ex.sources[i].text[a:b])
-                             for i, s in enumerate(ex.sources) for a, b in s.sentence_spans()]
-                attribution = Attribution(query=ex.question, response=record["response"], sources=ex.sources,
-                                          scores=[0.0] * len(ex.sources), sentences=sentences, scorer="-", model="-",
-                                          targets=[TargetScores(text=t, start=0, end=0, scores=[])
-                                                   for t in record["targets"]])
-                cited = cite(attribution, prob, model.threshold, name)
-                for t, citation in enumerate(cited.citations):
-                    chosen = [s.index for src in citation.sources for s in src.sentences]
-                    if not chosen:
-                        chosen = [int(prob[t].argmax())]
-                    supported.append(citation.supported)
-                    hits.append(bool(labels[t, chosen].any()))
+                supported += model.supported(prob, values).tolist()
+                hits += labels[np.arange(len(prob)), prob.argmax(-1)].astype(bool).tolist()
+        for record, ex in zip(foreign, examples):
+            values = record_components(record, ex)
+            foreign_supported += model.supported(model.predict(values), values).tolist()
         supported, hits = np.asarray(supported), np.asarray(hits)
         out[name] = {
             "threshold": model.threshold,
+            "answer_floor": model.answer_floor,
             "precision": float(hits[supported].mean()) if supported.any() else float("nan"),
             "recall": float(supported[hits].mean()) if hits.any() else float("nan"),
             "supported_share": float(supported.mean()),
             "n_sentences": int(len(hits)),
+            "unsupported_claims_cited": float(np.mean(foreign_supported)) if foreign_supported else float("nan"),
         }
     return out
 
 
-def summarise(attributor: AT2Attributor, records: dict[str, list[dict]], examples: Sequence[HotpotExample]) -> dict:
+def summarise(attributor: AT2Attributor, records: dict[str, list[dict]], foreign: list[dict],
+              examples: Sequence[HotpotExample]) -> dict:
     """Per response kind, level and method: mean metrics with bootstrap intervals and the row count."""
     result: dict = {"responses": RESPONSES, "methods": {}}
     for kind, rows in records.items():
@@ -166,7 +176,7 @@ def summarise(attributor: AT2Attributor, records: dict[str, list[dict]], example
                   **{f"{m}_ci95": bootstrap_ci(v) for m, v in metrics.items()}}
             for key, metrics in per_method.items()
         }
-    result["abstention"] = abstention(attributor, records, examples)
+    result["abstention"] = abstention(attributor, records, foreign, examples)
     result["sentence_top_k_drop"] = {
         kind: {name: {k: {"mean": float(np.mean(v)), "ci95": bootstrap_ci(v), "n_rows": len(v)} for k, v in ks.items()}
                for name, ks in _drops(rows).items()}
@@ -201,16 +211,19 @@ def print_table(result: dict) -> None:
             for name, by_k in sorted(methods.items(), key=lambda item: -item[1]["1"]["mean"]):
                 print(f"  {name:<28} " + "  ".join(f"k={k} {v['mean']:.3f} [{v['ci95'][0]:.2f},{v['ci95'][1]:.2f}]"
                                                    for k, v in by_k.items()) + f"  (n={by_k['1']['n_rows']})")
-    print("\nabstention (both response kinds): precision / recall of supported, share supported")
+    print("\nabstention (gold and draft sentences): precision / recall of supported for 'cited evidence holds a "
+          "supporting fact'; share supported; share of unsupported claims (another row's answer) cited")
     for name, a in result["abstention"].items():
-        print(f"  evidence-{name:<20} {a['precision']:.3f} / {a['recall']:.3f}, {a['supported_share']:.3f} "
-              f"(threshold {a['threshold']:.3f}, {a['n_sentences']} sentences)")
+        print(f"  evidence-{name:<20} {a['precision']:.3f} / {a['recall']:.3f}, {a['supported_share']:.3f}, "
+              f"{a['unsupported_claims_cited']:.3f} (threshold {a['threshold']:.3f}, floor {a['answer_floor']:.3f}, "
+              f"{a['n_sentences']} sentences)")
 
 
 def run(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: str | Path, embed: Embedder,
         esm_rows: int = 20, progress: bool = True) -> dict:
     records = collect(attributor, examples, Path(work_dir), embed, esm_rows, progress=progress)
-    result = summarise(attributor, records, examples)
+    foreign = collect_foreign(attributor, examples, Path(work_dir), embed, progress=progress)
+    result = summarise(attributor, records, foreign, examples)
     result.update({"model": attributor.lm.model_id, "n_examples": len(examples),
                    "esm_rows": min(esm_rows, len(examples))})
     return result
