@@ -4,7 +4,7 @@ per-run state under batch, tracing of batches."""
 
 import asyncio
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from langchain_at2 import AT2CitationCallbackHandler, AT2CitationRunnable, AT2DocumentCompressor
@@ -23,7 +23,8 @@ from at2_rag import InvalidInputError
 pytestmark = pytest.mark.timeout(120)
 
 TEXTS = {
-    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. It is in the British Museum.",
+    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. "
+                     "It is in the British Museum.",
     "Sourdough": "Sourdough bread is leavened by wild yeast. The bacteria make it sour.",
     "Kilimanjaro": "Mount Kilimanjaro rises 5,895 metres. It is a dormant volcano in Tanzania.",
 }
@@ -98,17 +99,9 @@ def test_concurrent_compressions_match_serial(tiny_attributor):
     queries = [QUESTION, "How high is Kilimanjaro?"]
     serial = [[(d.id, d.metadata["at2_score"]) for d in compressor.compress_with_ranking(_docs(), q, ANSWER)[0]]
               for q in queries]
-    results = [None, None]
-
-    def run(i):
-        results[i] = [(d.id, d.metadata["at2_score"])
-                      for d in compressor.compress_with_ranking(_docs(), queries[i], ANSWER)[0]]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda q: [(d.id, d.metadata["at2_score"])
+                                           for d in compressor.compress_with_ranking(_docs(), q, ANSWER)[0]], queries))
     assert results == serial
 
 

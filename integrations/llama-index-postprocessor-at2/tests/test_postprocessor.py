@@ -8,7 +8,7 @@ construction, tracing events, streaming citations, JSON-serialisable metadata.
 import asyncio
 import json
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from llama_index.core import Document, VectorStoreIndex
@@ -26,7 +26,8 @@ from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2Postprocess
 pytestmark = pytest.mark.timeout(120)
 
 TEXTS = {
-    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. It is in the British Museum.",
+    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. "
+                     "It is in the British Museum.",
     "Sourdough": "Sourdough bread is leavened by wild yeast. The bacteria make it sour.",
     "Kilimanjaro": "Mount Kilimanjaro rises 5,895 metres. It is a dormant volcano in Tanzania.",
 }
@@ -174,16 +175,9 @@ def test_concurrent_queries_match_serial(tiny_attributor, llm):
     pp = AT2Postprocessor(attributor=tiny_attributor, llm=llm, top_n=2)
     queries = [QUESTION, "How high is Kilimanjaro?"]
     serial = [[(n.node.node_id, n.score) for n in pp.postprocess_nodes(_nodes(), query_str=q)] for q in queries]
-    results = [None, None]
-
-    def run(i):
-        results[i] = [(n.node.node_id, n.score) for n in pp.postprocess_nodes(_nodes(), query_str=queries[i])]
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda q: [(n.node.node_id, n.score)
+                                           for n in pp.postprocess_nodes(_nodes(), query_str=q)], queries))
     assert results == serial
 
 
