@@ -187,7 +187,8 @@ def fit_calibration(attributor: AT2Attributor, records: dict[str, list[dict]], e
         notes="evidence models: logistic regression on supporting-fact labels of 'llm' records (gold answer as a "
               "short sentence); abstention: top-sentence probability >= a threshold for 80% precision over all "
               "records, and answer-only TF-IDF overlap >= a floor keeping 90% of correctly cited answer sentences; "
-              "default evidence by 5-fold CV (recall@2 + MRR) among models that need no embedder; fusion: weighted RRF of "
+              "default evidence by 5-fold CV (recall@2 + MRR) among models that need no embedder; fusion: weighted "
+              "RRF of "
               "AT2 passage scores and MiniLM question similarity, grid-searched for mean gold recall@1..5, per "
               "drafter kind.",
     )
