@@ -51,7 +51,7 @@ class AblationCache:
     def _save(self) -> None:
         if self.path is None:
             return
-        n = len(self.job.sources)
+        n = self.job.num_units
         masks = np.stack([np.frombuffer(k, dtype=bool, count=n) for k in self._outputs])
         tmp = self.path.with_suffix(".tmp.npz")
         np.savez(tmp, masks=masks, outputs=np.stack(list(self._outputs.values())), response=np.array(self.job.response))
