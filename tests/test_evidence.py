@@ -49,9 +49,9 @@ def _attribution():
                        targets=targets, sentences=sentences, scorer="x", model="m")
 
 
-def test_cite_abstains_below_the_threshold():
+def test_cite_abstains_where_unsupported():
     evidence = np.array([[0.9, 0.6, 0.1], [0.2, 0.1, 0.15]])
-    cited = cite(_attribution(), evidence, threshold=0.5, evidence_name="hybrid")
+    cited = cite(_attribution(), evidence, supported=evidence.max(-1) >= 0.5, evidence_name="hybrid")
     first, second = cited.citations
     assert first.supported and [s.index for s in first.sources] == [0]
     assert [x.index for x in first.sources[0].sentences] == [0, 1] and first.sources[0].quote == "Paris is in France."
@@ -62,5 +62,5 @@ def test_cite_abstains_below_the_threshold():
 @pytest.mark.parametrize("max_sources", [1, 2])
 def test_cite_respects_max_sources(max_sources):
     evidence = np.array([[0.9, 0.1, 0.8], [0.9, 0.1, 0.8]])
-    cited = cite(_attribution(), evidence, threshold=None, evidence_name="raw", max_sources=max_sources)
+    cited = cite(_attribution(), evidence, supported=None, evidence_name="raw", max_sources=max_sources)
     assert all(len(c.sources) == max_sources for c in cited.citations)
