@@ -64,3 +64,12 @@ def test_cite_respects_max_sources(max_sources):
     evidence = np.array([[0.9, 0.1, 0.8], [0.9, 0.1, 0.8]])
     cited = cite(_attribution(), evidence, supported=None, evidence_name="raw", max_sources=max_sources)
     assert all(len(c.sources) == max_sources for c in cited.citations)
+
+
+def test_support_needs_the_answer_words_in_the_context():
+    from at2_rag import EvidenceModel
+
+    model = EvidenceModel(name="hybrid", components=["lex_qa"], mean=[0], scale=[1], weights=[5.0], bias=0.0,
+                          threshold=0.5, answer_floor=0.2)
+    values = {"lex_qa": np.array([[0.9, 0.1], [0.9, 0.1]]), "lex_a": np.array([[0.5, 0.0], [0.05, 0.0]])}
+    assert model.supported(model.predict(values), values).tolist() == [True, False]
