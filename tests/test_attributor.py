@@ -57,10 +57,16 @@ def test_prune_keeps_order_and_at_least_one(attributor):
 
 def test_cite(attributor):
     cited = attributor.cite("Which landmarks?", SOURCES, response="The tower is in Paris. The amphitheatre is in Rome.")
-    assert len(cited.citations) == 2
-    assert cited.citations[0].sources[0].index == 0 and cited.citations[1].sources[0].index == 2
-    assert cited.formatted.startswith("The tower is in Paris.[")
-    assert "Paris" in cited.citations[0].sources[0].quote
+    assert len(cited.citations) == 2 and cited.evidence == "hybrid"
+    assert any(c.supported for c in cited.citations)
+    for citation, expected in zip(cited.citations, (0, 2)):
+        if citation.supported:  # supported sentences cite their landmark, with the sentence inside it
+            assert citation.sources[0].index == expected and citation.sources[0].sentences
+            assert f"[{expected + 1}]" in cited.formatted
+        else:
+            assert citation.sources == [] and citation.sentence in cited.unsupported
+    raw = attributor.cite("Which landmarks?", SOURCES, response="The tower is in Paris.", evidence="raw")
+    assert raw.citations[0].supported and raw.citations[0].sources
 
 
 def test_reports(attributor):
