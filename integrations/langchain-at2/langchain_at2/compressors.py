@@ -99,6 +99,9 @@ class AT2DocumentCompressor(BaseDocumentCompressor):
                        query, type(exc).__name__, exc, len(documents))
         return documents
 
+    def _draft_inputs(self, documents: list[Document], query: str) -> dict[str, str]:
+        return {"context": draft_context(document_items(documents)), "question": query}
+
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Callbacks | None = None) -> Sequence[Document]:
         documents = list(documents)
@@ -106,8 +109,7 @@ class AT2DocumentCompressor(BaseDocumentCompressor):
             return []
         try:
             chain = self._draft_chain()
-            draft = None if chain is None else chain.invoke(
-                {"context": draft_context(document_items(documents)), "question": query}, {"callbacks": callbacks})
+            draft = chain and chain.invoke(self._draft_inputs(documents, query), {"callbacks": callbacks})
             return self.compress_with_ranking(documents, query, draft)[0]
         except Exception as exc:
             return self._fail_open(documents, query, exc)
@@ -119,8 +121,7 @@ class AT2DocumentCompressor(BaseDocumentCompressor):
             return []
         try:
             chain = self._draft_chain()
-            draft = None if chain is None else await chain.ainvoke(
-                {"context": draft_context(document_items(documents)), "question": query}, {"callbacks": callbacks})
+            draft = chain and await chain.ainvoke(self._draft_inputs(documents, query), {"callbacks": callbacks})
             return (await asyncio.to_thread(self.compress_with_ranking, documents, query, draft))[0]
         except Exception as exc:
             return self._fail_open(documents, query, exc)
