@@ -35,7 +35,8 @@ class PromptTemplate(BaseModel):
         ),
         (
             "Document [1] Apollo 11\nApollo 11 landed on the Moon on July 20, 1969, commanded by Neil Armstrong."
-            "\n\nQuestion: Who commanded the mission that landed on the Moon in 1969?\nAnswer with only the short answer.",
+            "\n\nQuestion: Who commanded the mission that landed on the Moon in 1969?"
+            "\nAnswer with only the short answer.",
             "Neil Armstrong",
         ),
     ]

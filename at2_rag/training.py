@@ -60,7 +60,8 @@ def collect_examples(
                           max_new_tokens=max_new_tokens)[0].at_level(source_kind)
             masks = random_masks(job.num_units, n_masks, keep_prob, seed=i)
             logprobs = ablation_logprobs(job, masks)
-            outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end]) for t in job.targets], 1)
+            outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end])
+                                   for t in job.targets], 1)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, features=job.features.numpy(), masks=masks, outputs=outputs.numpy(),
                      token_features=job.token_features.numpy(), token_logprobs=logprobs.numpy(),
@@ -173,8 +174,9 @@ def train(
         num_heads=fp["num_heads"], source_kind=source_kind, training_data=training_data, n_examples=len(paths),
         n_targets=sum(it["features"].shape[0] for it in fit_items), n_ablations=int(fit_items[0]["masks"].shape[0]),
         metrics=metrics,
-        notes=f"targets: {'chunks of %d response tokens where token data was kept, else ' % chunk_tokens if chunk_tokens else ''}"
-              f"response sentences; Pearson objective, Adam lr 1e-3 cosine, {steps} steps, L1-normalised; "
+        notes="targets: "
+              + (f"chunks of {chunk_tokens} response tokens where token data was kept, else " if chunk_tokens else "")
+              + f"response sentences; Pearson objective, Adam lr 1e-3 cosine, {steps} steps, L1-normalised; "
               f"holdout = last {n_holdout} examples (sentence targets), final θ refit on all",
     )
     return Coefficients(theta=theta, metadata=metadata)
