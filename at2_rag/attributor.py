@@ -125,6 +125,9 @@ class AT2Attributor:
             name = "hybrid"
         return name
 
+    def _evidence_name(self, evidence: str | None) -> str:
+        return self._choose_evidence(evidence) if evidence is not None else self.evidence
+
     def jobs(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
              responses: Sequence[str | None] | None = None) -> list[AttributionJob]:
         """Generate or teacher-force and capture features for a batch (the shared first step of every method)."""
@@ -216,7 +219,7 @@ class AT2Attributor:
                         evidence: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """``[response sentences, source sentences]`` evidence, and per response sentence whether it is
         supported (None without a calibration: raw AT2 sentence scores, nothing abstains)."""
-        name = self._choose_evidence(evidence) if evidence is not None else self.evidence
+        name = self._evidence_name(evidence)
         at2 = np.array([t.sentence_scores for t in attribution.targets])
         if name == "raw":
             return at2, None
@@ -233,8 +236,8 @@ class AT2Attributor:
         """Citations from an attribution already computed."""
         check_cite(max_sources, relative_threshold)
         scores, supported = self.evidence_scores(attribution, evidence)
-        name = self._choose_evidence(evidence) if evidence is not None else self.evidence
-        return cite_policy.cite(attribution, scores, supported, name, max_sources, relative_threshold)
+        return cite_policy.cite(attribution, scores, supported, self._evidence_name(evidence), max_sources,
+                                relative_threshold)
 
     def cite(self, query: str, sources: Sequence[SourceLike], response: str | None = None,
              max_sources: int = 3, relative_threshold: float = 0.5, evidence: str | None = None) -> CitedResponse:

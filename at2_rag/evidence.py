@@ -22,7 +22,7 @@ EMBEDDING_COMPONENTS = ("emb_qa", "emb_qa_z")
 ALL_COMPONENTS = AT2_COMPONENTS + LEXICAL_COMPONENTS + EMBEDDING_COMPONENTS
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
+def zscore(x: np.ndarray) -> np.ndarray:
     """Standardise each row (one response sentence over all source sentences)."""
     std = x.std(-1, keepdims=True)
     return (x - x.mean(-1, keepdims=True)) / np.where(std > 0, std, 1.0)
@@ -54,15 +54,15 @@ def components(
     """
     at2_scores = np.asarray(at2_scores, dtype=float)
     positive = np.clip(at2_scores, 0, None).sum(-1, keepdims=True)
-    out = {"at2_z": _zscore(at2_scores), "at2_share": at2_scores / np.where(positive > 0, positive, 1.0)}
+    out = {"at2_z": zscore(at2_scores), "at2_share": at2_scores / np.where(positive > 0, positive, 1.0)}
     qa = [f"{query} {sentence}" for sentence in response_sentences]
     out["lex_qa"] = tfidf_similarity(qa, source_sentences)
     out["lex_a"] = tfidf_similarity(list(response_sentences), source_sentences)
-    out["lex_qa_z"], out["lex_a_z"] = _zscore(out["lex_qa"]), _zscore(out["lex_a"])
+    out["lex_qa_z"], out["lex_a_z"] = zscore(out["lex_qa"]), zscore(out["lex_a"])
     if embed is not None:
         vectors = np.asarray(embed([*qa, *source_sentences]), dtype=float)
         out["emb_qa"] = vectors[: len(qa)] @ vectors[len(qa) :].T
-        out["emb_qa_z"] = _zscore(out["emb_qa"])
+        out["emb_qa_z"] = zscore(out["emb_qa"])
     return out
 
 

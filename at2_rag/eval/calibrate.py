@@ -29,6 +29,7 @@ from ..evidence import (
     abstention_threshold,
     components,
     fit_evidence_model,
+    zscore,
 )
 from .embeddings import question_similarity
 from .hotpotqa import HotpotExample
@@ -90,8 +91,7 @@ def record_components(record: dict, example: HotpotExample) -> dict[str, np.ndar
     values = components(example.question, record["targets"], titled_sentences(example.sources, sentences),
                         np.asarray(record["at2_sentence"]))
     values["emb_qa"] = np.asarray(record["emb_qa"])
-    values["emb_qa_z"] = (values["emb_qa"] - values["emb_qa"].mean(-1, keepdims=True)) / np.where(
-        values["emb_qa"].std(-1, keepdims=True) > 0, values["emb_qa"].std(-1, keepdims=True), 1.0)
+    values["emb_qa_z"] = zscore(values["emb_qa"])
     return values
 
 

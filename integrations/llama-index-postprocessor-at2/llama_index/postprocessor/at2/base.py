@@ -39,6 +39,11 @@ def node_items(nodes: list[NodeWithScore]) -> list[ContextItem]:
     return items
 
 
+def _llm_context(nodes: list[NodeWithScore]) -> str:
+    """The nodes as the synthesizer shows them to the LLM (metadata per the nodes' LLM mode)."""
+    return "\n\n".join(n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes)
+
+
 def _hidden_copy(nws: NodeWithScore, score: float | None, metadata: dict[str, Any]) -> NodeWithScore:
     """A copy of the node with extra metadata hidden from the LLM and the embedder; the input is left as it was."""
     node = nws.node
@@ -108,15 +113,13 @@ class AT2Postprocessor(BaseNodePostprocessor):
         llm = self._drafting_llm()
         if llm is None:
             return None
-        context = "\n\n".join(n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes)
-        return llm.predict(DEFAULT_TEXT_QA_PROMPT_SEL, context_str=context, query_str=query)
+        return llm.predict(DEFAULT_TEXT_QA_PROMPT_SEL, context_str=_llm_context(nodes), query_str=query)
 
     async def adraft(self, nodes: list[NodeWithScore], query: str) -> str | None:
         llm = self._drafting_llm()
         if llm is None:
             return None
-        context = "\n\n".join(n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes)
-        return await llm.apredict(DEFAULT_TEXT_QA_PROMPT_SEL, context_str=context, query_str=query)
+        return await llm.apredict(DEFAULT_TEXT_QA_PROMPT_SEL, context_str=_llm_context(nodes), query_str=query)
 
     def rank(self, nodes: list[NodeWithScore], query: str, draft: str | None) -> tuple[list[NodeWithScore],
                                                                                          RankedContext]:
