@@ -1,10 +1,17 @@
 """Capture head-wise attention of response rows, reduced on the fly to per-source features.
 
 The model keeps computing its layer outputs with SDPA. For the rows that predict response tokens only,
-we recompute ``softmax(q K^T * scale + mask)`` in float32 and immediately sum the weights over each
-source's tokens, so memory is O(heads x rows x L) per layer, never O(L^2), and what is kept is
-``[rows, sources, layers x heads]``. Works for any architecture whose attention modules call
-transformers' ``AttentionInterface`` (grouped-query heads are handled without copying keys).
+we recompute ``softmax(q K^T * scale + mask)`` in float32 and immediately reduce it per source, so memory
+is O(heads x rows x L) per layer, never O(L^2), and what is kept is ``[rows, sources, families x layers x
+heads]``. Feature families (all from the same pass):
+
+- ``attention-weight``: the paper's feature, ``sum_{j in s} a_ij``;
+- ``value-norm``: ``|| sum_{j in s} a_ij v_j ||``, how far the source moves the head's output
+  (Kobayashi et al., 2020);
+- ``output-norm``: the same vector through the head's slice of the output projection, ``|| W_O^h (...) ||``.
+
+Works for any architecture whose attention modules call transformers' ``AttentionInterface``
+(grouped-query heads are handled without copying keys).
 """
 
 from __future__ import annotations
@@ -19,23 +26,70 @@ from .errors import UnsupportedModelError
 
 ATTN_IMPLEMENTATION = "at2"
 ROW_CHUNK = 256  # target rows reduced at once: bounds memory to heads x 256 x L floats per layer
+VALUE_CHUNK_FLOATS = 2**25  # bound on heads x rows x sources x head_dim for the value families (128 MiB)
+FAMILIES = ("attention-weight", "value-norm", "output-norm")
+DEFAULT_FAMILIES = ("attention-weight",)
 _ACTIVE: contextvars.ContextVar[FeatureCapture | None] = contextvars.ContextVar("at2_capture", default=None)
+
+
+def parse_families(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """``'attention-weight+value-norm'`` (or a sequence of names) -> a tuple of known family names."""
+    names = tuple(spec.split("+")) if isinstance(spec, str) else tuple(spec)
+    unknown = [n for n in names if n not in FAMILIES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"feature families must be distinct names from {FAMILIES} joined by '+', not {spec!r}")
+    return names
+
+
+def family_name(families: Sequence[str]) -> str:
+    return "+".join(families)
+
+
+def output_projection(module) -> torch.Tensor:
+    """The attention module's output projection weight ``[hidden, heads * head_dim]``."""
+    for name in ("o_proj", "out_proj", "dense"):
+        proj = getattr(module, name, None)
+        if isinstance(proj, torch.nn.Linear):
+            return proj.weight
+    raise UnsupportedModelError(
+        f"{type(module).__name__} has no o_proj/out_proj/dense output projection: the output-norm family needs it"
+    )
 
 
 class FeatureCapture:
     """Accumulates per-source attention of target rows over one forward pass or one decoding loop.
 
-    ``source_matrix`` is ``[batch, prompt_len, sources]`` (1 where a prompt token belongs to a source).
-    Rows are the query positions ``>= row_start`` (the last prompt token onwards), in the order seen.
+    ``source_matrix`` is ``[batch, prompt_len, sources]`` (1 where a prompt token belongs to a source; each
+    source is one contiguous span). Rows are the query positions ``>= row_start`` (the last prompt token
+    onwards), in the order seen. ``families`` says which features to compute (see the module docstring).
     """
 
-    def __init__(self, source_matrix: torch.Tensor, row_start: int, num_layers: int, num_heads: int):
+    def __init__(self, source_matrix: torch.Tensor, row_start: int, num_layers: int, num_heads: int,
+                 families: Sequence[str] = DEFAULT_FAMILIES):
         self.source_matrix = source_matrix.float()
         self.row_start = row_start
         self.num_layers = num_layers
         self.num_heads = num_heads
+        self.families = parse_families(families)
         self._per_layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
         self._calls = 0
+        self._grams: dict[int, torch.Tensor] = {}
+        self._spans = [self._column_spans(m) for m in self.source_matrix] if self._needs_values else []
+
+    @property
+    def _needs_values(self) -> bool:
+        return any(f != "attention-weight" for f in self.families)
+
+    @staticmethod
+    def _column_spans(matrix: torch.Tensor) -> list[tuple[int, int]]:
+        """Each column's token span ``(start, end)`` (empty columns give ``(0, 0)``)."""
+        spans = []
+        for column in matrix.T:
+            idx = torch.nonzero(column).flatten()
+            if len(idx) and int(idx[-1]) - int(idx[0]) + 1 != len(idx):
+                raise ValueError("value feature families need every source to be one contiguous token span")
+            spans.append((int(idx[0]), int(idx[-1]) + 1) if len(idx) else (0, 0))
+        return spans
 
     @classmethod
     def for_spans(
@@ -47,16 +101,17 @@ class FeatureCapture:
         num_layers: int,
         num_heads: int,
         device: torch.device | str = "cpu",
+        families: Sequence[str] = DEFAULT_FAMILIES,
     ) -> FeatureCapture:
         """Build the source matrix for a left-padded batch from each element's source token spans."""
         matrix = torch.zeros(len(token_spans), prompt_width, num_sources, device=device)
         for b, spans in enumerate(token_spans):
             for s, (start, end) in enumerate(spans):
                 matrix[b, pads[b] + start : pads[b] + end, s] = 1.0
-        return cls(matrix, prompt_width - 1, num_layers, num_heads)
+        return cls(matrix, prompt_width - 1, num_layers, num_heads, families)
 
-    def observe(self, module, query, key, attention_mask, scaling) -> None:
-        """Reduce the target rows of one attention call to ``[batch, heads, rows, sources]``."""
+    def observe(self, module, query, key, attention_mask, scaling, value=None) -> None:
+        """Reduce the target rows of one attention call to ``[batch, heads, rows, families x sources]``."""
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             layer = self._calls % self.num_layers
@@ -66,15 +121,52 @@ class FeatureCapture:
         if first >= q_len:
             return
         k = key.float()
+        rows = ROW_CHUNK
+        if self._needs_values:
+            if value is None:
+                raise UnsupportedModelError("value feature families need the attention call's value states")
+            value = value.float()
+            width = query.shape[1] * self.source_matrix.shape[-1] * value.shape[-1]
+            rows = max(1, min(ROW_CHUNK, VALUE_CHUNK_FLOATS // width))
         chunks = [
-            self._reduce(query[:, :, a : min(a + ROW_CHUNK, q_len)], k, attention_mask, scaling, a, q_len)
-            for a in range(first, q_len, ROW_CHUNK)
+            self._reduce(module, query[:, :, a : min(a + rows, q_len)], k, value, attention_mask, scaling, a, q_len)
+            for a in range(first, q_len, rows)
         ]
         per_source = torch.cat(chunks, dim=2)
         self._per_layer[layer].append(per_source)
 
-    def _reduce(self, query, k, attention_mask, scaling, first: int, q_len: int) -> torch.Tensor:
-        """Softmax rows ``first..first+rows`` of the query against all (float32) keys, summed per source."""
+    def _gram(self, module, heads: int, head_dim: int, device) -> torch.Tensor:
+        """``[heads, d, d]`` Gram matrices ``W_O^h^T W_O^h`` of the output projection (once per module)."""
+        key = id(module)
+        if key not in self._grams:
+            weight = output_projection(module).detach().float().to(device)
+            blocks = weight.reshape(weight.shape[0], heads, head_dim).permute(1, 0, 2)  # [heads, hidden, d]
+            self._grams[key] = blocks.transpose(1, 2) @ blocks
+        return self._grams[key]
+
+    def _value_families(self, module, weights: torch.Tensor, value: torch.Tensor) -> list[torch.Tensor]:
+        """``value-norm`` and/or ``output-norm`` ``[batch, heads, rows, sources]`` from the weights' rows."""
+        batch, heads, n_rows, _ = weights.shape
+        kv_heads, head_dim = value.shape[1], value.shape[-1]
+        n_sources = self.source_matrix.shape[-1]
+        per_head = value.repeat_interleave(heads // kv_heads, dim=1) if kv_heads != heads else value
+        mixed = weights.new_zeros(batch, heads, n_rows, n_sources, head_dim)
+        for b, spans in enumerate(self._spans):
+            for s, (start, end) in enumerate(spans):
+                if end > start:
+                    mixed[b, :, :, s] = weights[b, :, :, start:end] @ per_head[b, :, start:end]
+        out = []
+        for family in self.families:
+            if family == "value-norm":
+                out.append(mixed.norm(dim=-1))
+            elif family == "output-norm":
+                gram = self._gram(module, heads, head_dim, weights.device)
+                quad = torch.einsum("bhrsd,hde,bhrse->bhrs", mixed, gram, mixed)
+                out.append(quad.clamp(min=0).sqrt())
+        return out
+
+    def _reduce(self, module, query, k, value, attention_mask, scaling, first: int, q_len: int) -> torch.Tensor:
+        """Softmax rows ``first..first+rows`` of the query against all (float32) keys, reduced per source."""
         q = query.float()
         batch, heads, n_rows, dim = q.shape
         k_len = k.shape[2]
@@ -94,10 +186,16 @@ class FeatureCapture:
             scores = scores.masked_fill(torch.arange(k_len, device=q.device)[None, :] > q_pos[:, None], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         prompt_len = self.source_matrix.shape[1]
-        return torch.matmul(weights[..., :prompt_len], self.source_matrix[:, None].to(weights.device))
+        out = []
+        if "attention-weight" in self.families:
+            out.append(torch.matmul(weights[..., :prompt_len], self.source_matrix[:, None].to(weights.device)))
+        if self._needs_values:
+            out.extend(self._value_families(module, weights[..., :prompt_len], value[:, :, :prompt_len]))
+        return torch.cat(out, dim=-1)
 
     def features(self) -> torch.Tensor:
-        """``[batch, rows, sources, layers * heads]`` (float32), feature index ``layer * heads + head``."""
+        """``[batch, rows, sources, families * layers * heads]`` (float32), feature index
+        ``family * layers * heads + layer * heads + head`` (families in ``self.families`` order)."""
         missing = [i for i, chunks in enumerate(self._per_layer) if not chunks]
         if missing:
             raise UnsupportedModelError(
@@ -105,8 +203,11 @@ class FeatureCapture:
                 "transformers' AttentionInterface (set attn_implementation to 'at2'), so AT2 cannot read it"
             )
         layers = torch.stack([torch.cat(chunks, dim=2) for chunks in self._per_layer])
-        n_layers, batch, heads, rows, sources = layers.shape
-        return layers.permute(1, 3, 4, 0, 2).reshape(batch, rows, sources, n_layers * heads)
+        n_layers, batch, heads, rows, columns = layers.shape
+        n_families = len(self.families)
+        layers = layers.reshape(n_layers, batch, heads, rows, n_families, columns // n_families)
+        layers = layers.permute(1, 3, 5, 4, 0, 2)  # [batch, rows, sources, families, layers, heads]
+        return layers.reshape(batch, rows, columns // n_families, n_families * n_layers * heads)
 
 
 @contextmanager
@@ -127,7 +228,7 @@ def at2_attention_forward(module, query, key, value, attention_mask, scaling=Non
     if capture is not None:
         if kwargs.get("softcap") is not None or getattr(module, "sinks", None) is not None:
             raise UnsupportedModelError("attention with logit soft-capping or sinks is not supported by AT2 capture")
-        capture.observe(module, query, key, attention_mask, scaling)
+        capture.observe(module, query, key, attention_mask, scaling, value)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 

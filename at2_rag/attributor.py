@@ -14,6 +14,7 @@ import numpy as np
 
 from . import cite as cite_policy
 from . import prune as prune_policy
+from .attention import FAMILIES
 from .coefficients import Coefficients, resolve, shipped_path
 from .errors import InvalidInputError
 from .evidence import Calibration, Embedder, components
@@ -128,16 +129,25 @@ class AT2Attributor:
     def _evidence_name(self, evidence: str | None) -> str:
         return self._choose_evidence(evidence) if evidence is not None else self.evidence
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """Feature families the passage and sentence scorers read (captured together in one pass)."""
+        needed = set(getattr(self.scorer, "families", ())) | set(getattr(self.sentence_scorer, "families", ()))
+        return tuple(f for f in FAMILIES if f in needed or f == "attention-weight")
+
     def jobs(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
-             responses: Sequence[str | None] | None = None) -> list[AttributionJob]:
-        """Generate or teacher-force and capture features for a batch (the shared first step of every method)."""
+             responses: Sequence[str | None] | None = None,
+             families: Sequence[str] | None = None) -> list[AttributionJob]:
+        """Generate or teacher-force and capture features for a batch (the shared first step of every method).
+
+        ``families``: feature families to capture (default: those this attributor's scorers read)."""
         queries, sources, responses = check_batch(queries, sources, responses)
         queries = [check_text(q, "query") for q in queries]
         responses = [check_text(r, "response", allow_none=True) for r in responses]
         sources = [to_sources(s) for s in sources]
         with self._lock:
             return collect(self.lm, queries, sources, responses, self.template, self.max_new_tokens,
-                           truncate=self.truncate)
+                           truncate=self.truncate, families=families or self.families)
 
     def score_job(self, job: AttributionJob, scorer: Scorer | None = None) -> Attribution:
         """Score a collected job: sources with this attributor's (or another) scorer, sentences with its

@@ -1,4 +1,5 @@
-"""AT2 coefficient files: one weight per attention head, safetensors with JSON metadata (never pickle)."""
+"""AT2 coefficient files: one weight per attention head and feature family, safetensors with JSON metadata
+(never pickle)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .attention import parse_families
 from .errors import CoefficientMismatchError, InvalidInputError
 
 METADATA_KEY = "at2"
@@ -28,8 +30,9 @@ class CoefficientMetadata(BaseModel):
     num_layers: int
     num_heads: int
     source_kind: str = Field(description="'passage' or 'sentence': the sources used to train.")
-    feature_family: str = Field(default="attention-weight", description="What each feature is: the paper's "
-                                "attention weight of each head from response tokens to the source's tokens.")
+    feature_family: str = Field(default="attention-weight", description="What each feature is: 'attention-weight' "
+                                "(the paper's), 'value-norm', 'output-norm', or several joined by '+' "
+                                "(θ then holds one block of layers x heads per family, in that order).")
     training_data: str = ""
     n_examples: int = 0
     n_targets: int = 0
@@ -46,10 +49,21 @@ class Coefficients(BaseModel):
     theta: torch.Tensor
     metadata: CoefficientMetadata
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The feature families θ weighs (raises ``CoefficientMismatchError`` for an unknown name)."""
+        try:
+            return parse_families(self.metadata.feature_family)
+        except ValueError as exc:
+            raise CoefficientMismatchError(f"coefficients: {exc}") from None
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        theta = self.theta.detach().float().reshape(self.metadata.num_layers, self.metadata.num_heads).contiguous()
+        self.validate_values(str(path))
+        m = self.metadata
+        theta = self.theta.detach().float().reshape(len(self.families), m.num_layers, m.num_heads).squeeze(0)
+        theta = theta.contiguous()
         save_file({"theta": theta}, str(path), metadata={METADATA_KEY: self.metadata.model_dump_json()})
         return path
 
@@ -79,10 +93,12 @@ class Coefficients(BaseModel):
         m = self.metadata
         if m.source_kind not in SOURCE_KINDS:
             raise CoefficientMismatchError(f"{where}: source_kind {m.source_kind!r} is not one of {SOURCE_KINDS}")
-        if self.theta.numel() != m.num_layers * m.num_heads:
+        families = self.families
+        if self.theta.numel() != len(families) * m.num_layers * m.num_heads:
             raise CoefficientMismatchError(
-                f"{where}: theta has {self.theta.numel()} entries but metadata says "
-                f"{m.num_layers} layers x {m.num_heads} heads"
+                f"{where}: theta has {self.theta.numel()} entries but metadata says {len(families)} feature "
+                f"famil{'y' if len(families) == 1 else 'ies'} ({m.feature_family}) x {m.num_layers} layers x "
+                f"{m.num_heads} heads"
             )
         if not bool(torch.isfinite(self.theta).all()):
             raise CoefficientMismatchError(f"{where}: theta has NaN or infinite values")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention import FeatureCapture
+from .attention import DEFAULT_FAMILIES, FeatureCapture, parse_families
 from .errors import ContextTooLongError, EmptyInputError
 from .lm import LanguageModel
 from .prompts import PromptLayout, PromptTemplate, build_prompt, encode_plain, source_sentences
@@ -36,11 +36,12 @@ class AttributionJob:
     response_ids: list[int]
     response: str
     targets: list[Target]
-    passage_token_features: torch.Tensor  # [response tokens, sources, layers * heads], float32
-    sentence_token_features: torch.Tensor  # [response tokens, sentences, layers * heads], float32
+    passage_token_features: torch.Tensor  # [response tokens, sources, families * layers * heads], float32
+    sentence_token_features: torch.Tensor  # [response tokens, sentences, families * layers * heads], float32
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     level: str = "passage"
+    families: tuple[str, ...] = DEFAULT_FAMILIES
 
     @property
     def sentences(self) -> list[tuple[int, int, int]]:
@@ -58,8 +59,21 @@ class AttributionJob:
 
     @property
     def features(self) -> torch.Tensor:
-        """``[targets, units, layers * heads]``: attention averaged over each target's tokens."""
+        """``[targets, units, families * layers * heads]``: features averaged over each target's tokens."""
         return torch.stack([self.token_features[t.token_start : t.token_end].mean(0) for t in self.targets])
+
+    def family_features(self, families: Sequence[str]) -> torch.Tensor:
+        """``[targets, units, len(families) * layers * heads]``: the columns of these captured families."""
+        families = parse_families(families)
+        missing = [f for f in families if f not in self.families]
+        if missing:
+            raise ValueError(f"feature families {missing} were not captured (captured: {self.families})")
+        features = self.features
+        if families == self.families:
+            return features
+        width = features.shape[-1] // len(self.families)
+        return torch.cat([features[..., self.families.index(f) * width : (self.families.index(f) + 1) * width]
+                          for f in families], dim=-1)
 
     def at_level(self, level: str) -> AttributionJob:
         """The same pass seen at another level ('passage' or 'sentence')."""
@@ -110,13 +124,15 @@ def collect(
     sentence_targets: bool = True,
     truncate: bool = False,
     stop_at_blank_line: bool = True,
+    families: Sequence[str] = DEFAULT_FAMILIES,
 ) -> list[AttributionJob]:
     """Generate (capturing attention while decoding) or teacher-force given responses, in one batched pass.
 
     Items with ``response=None`` are generated together; items with a response are teacher-forced together.
     Either way each item costs one pass over its prompt: there is no second forward pass for attribution,
-    and passage and sentence features come from the same capture.
+    and passage and sentence features of every requested family come from the same capture.
     """
+    families = parse_families(families)
     template = template or PromptTemplate()
     responses = list(responses) if responses is not None else [None] * len(queries)
     layouts, response_ids, fitted, trimmed, ends = [], [], [], [], []
@@ -149,6 +165,7 @@ def collect(
             lm.num_layers,
             lm.num_heads,
             lm.device,
+            families,
         )
         start = time.perf_counter()
         if generated:
@@ -175,7 +192,7 @@ def collect(
         jobs.append(
             AttributionJob(
                 lm, query, fitted[i], layouts[i], template, response_ids[i], text, targets,
-                features[i][0], features[i][1], timings[i], trimmed[i],
+                features[i][0], features[i][1], timings[i], trimmed[i], families=families,
             )
         )
     return jobs

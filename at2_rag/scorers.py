@@ -8,7 +8,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from .attention import parse_families
 from .coefficients import Coefficients
+from .errors import CoefficientMismatchError
 from .features import AttributionJob
 
 
@@ -22,33 +24,67 @@ class Scorer(Protocol):
 
 
 class AT2Scorer:
-    """Learned linear surrogate over head-wise attention: ``score = F · θ``."""
+    """Learned linear surrogate over head-wise features: ``score = F · θ``.
+
+    ``families`` (optional) is what the caller expects the file to weigh; a file of another feature family
+    raises ``CoefficientMismatchError`` instead of silently scoring the wrong features.
+    """
 
     name = "at2"
 
-    def __init__(self, coefficients: Coefficients):
+    def __init__(self, coefficients: Coefficients, families: str | tuple[str, ...] | None = None):
+        coefficients.validate_values()
+        if families is not None and parse_families(families) != coefficients.families:
+            raise CoefficientMismatchError(
+                f"these coefficients weigh {coefficients.metadata.feature_family!r} features, not "
+                f"{'+'.join(parse_families(families))!r}"
+            )
         self.coefficients = coefficients
+        self.families = coefficients.families
 
     @classmethod
-    def from_file(cls, path) -> AT2Scorer:
-        return cls(Coefficients.load(path))
+    def from_file(cls, path, families: str | tuple[str, ...] | None = None) -> AT2Scorer:
+        return cls(Coefficients.load(path), families)
 
     def score(self, job: AttributionJob) -> np.ndarray:
         theta = self.coefficients.theta.to(job.token_features.device)
-        return (job.features @ theta).cpu().numpy()
+        return (job.family_features(self.families) @ theta).cpu().numpy()
 
 
 class AverageAttentionScorer:
     """Attention averaged uniformly over every layer and head (θ = 1/F): the untrained baseline."""
 
     name = "average-attention"
+    families = ("attention-weight",)
 
     def score(self, job: AttributionJob) -> np.ndarray:
-        return job.features.mean(-1).cpu().numpy()
+        return job.family_features(self.families).mean(-1).cpu().numpy()
+
+
+def lasso_surrogate(masks: np.ndarray, outputs: np.ndarray, alpha: float = 0.01) -> np.ndarray:
+    """ContextCite's solver: standardise the 0/1 keep-masks, fit a LASSO per target, map the weights back to
+    mask units (``coef / scale``). ``outputs`` ``[n_masks, targets]`` are per-token means, as the reference
+    divides its summed log-odds by the number of response tokens before fitting. Returns ``[targets, units]``."""
+    from sklearn.linear_model import Lasso
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(masks.astype(np.float64))
+    standardised = scaler.transform(masks.astype(np.float64))
+    scores = np.zeros((outputs.shape[1], masks.shape[1]))
+    for t in range(outputs.shape[1]):
+        model = Lasso(alpha=alpha, random_state=0, fit_intercept=True).fit(standardised, outputs[:, t])
+        scores[t] = model.coef_ / scaler.scale_
+    return scores
 
 
 class ESMScorer:
-    """ContextCite: a LASSO surrogate fit on ``n_ablations`` random ablations of this very example."""
+    """ContextCite: a LASSO surrogate fit on ``n_ablations`` random ablations of this very example.
+
+    Masks come from one seeded stream, so ESM-32's masks are the first 32 of ESM-128's: with a shared
+    ``ablate`` cache (see ``eval.attribution.AblationCache``) the larger budgets reuse the smaller ones' passes.
+    """
+
+    families: tuple[str, ...] = ()
 
     def __init__(self, n_ablations: int = 32, keep_prob: float = 0.5, alpha: float = 0.01, seed: int = 0,
                  batch_size: int | None = None):
@@ -59,24 +95,19 @@ class ESMScorer:
         self.batch_size = batch_size
         self.name = f"esm-{n_ablations}"
 
-    def score(self, job: AttributionJob) -> np.ndarray:
-        from sklearn.linear_model import Lasso
-
+    def score(self, job: AttributionJob, ablate=None) -> np.ndarray:
         from .ablation import ablation_outputs, random_masks
 
         masks = random_masks(job.num_units, self.n_ablations, self.keep_prob, self.seed)
-        outputs = ablation_outputs(job, masks, batch_size=self.batch_size)
-        scores = np.zeros((len(job.targets), job.num_units))
-        for t in range(len(job.targets)):
-            model = Lasso(alpha=self.alpha, fit_intercept=True).fit(masks.astype(np.float64), outputs[:, t])
-            scores[t] = model.coef_
-        return scores
+        outputs = ablate(masks) if ablate is not None else ablation_outputs(job, masks, batch_size=self.batch_size)
+        return lasso_surrogate(masks, outputs, self.alpha)
 
 
 class GradientScorer:
     """Gradient x input: d(response log-prob)/d(embedding) · embedding, summed over each source's tokens."""
 
     name = "gradient"
+    families: tuple[str, ...] = ()
 
     def score(self, job: AttributionJob) -> np.ndarray:
         from .ablation import target_logit_means
@@ -94,7 +125,8 @@ class GradientScorer:
 
 
 def make_scorer(name: str, coefficients: Coefficients | None = None) -> Scorer:
-    """Build a scorer from its name: ``at2``, ``average-attention``, ``gradient`` or ``esm-N``."""
+    """Build a scorer from its name: ``at2`` (with ``coefficients``), ``average-attention``, ``gradient`` or
+    ``esm-N``."""
     if name == "at2":
         if coefficients is None:
             raise ValueError("the at2 scorer needs coefficients")
