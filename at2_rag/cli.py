@@ -68,26 +68,49 @@ def cmd_demo(args) -> None:
     print(f"\nHTML report: {out}")
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def cmd_train(args) -> None:
     from .lm import load_model
-    from .training import collect_examples, train, write_summary
+    from .training import collect_examples, export_ablations, import_ablations, train, write_summary
 
     data = _data(args.data, "train")
     examples = _rows(data, args.limit)
+    families = _families(args.families)
     lm = load_model(args.model)
     work = Path(args.work_dir) / args.source_kind
+    if args.ablations:
+        import_ablations(args.ablations, work)
     responses = [ex.answer_sentence for ex in examples] if args.responses == "gold" else None
-    collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard, num_shards=args.num_shards,
-                     responses=responses)
+    paths = collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard,
+                             num_shards=args.num_shards, responses=responses, families=families)
     if args.num_shards > 1 and not args.fit:
         print(f"shard {args.shard} collected in {work}; run again with --fit once every shard is done")
         return
-    coefficients = train(lm, sorted(work.glob("*.npz")), args.source_kind, f"{data.name} ({len(examples)} rows)",
-                         steps=args.steps, chunk_tokens=args.chunk_tokens)
+    if args.num_shards > 1:
+        paths = sorted(work.glob("[0-9]*.npz"))
+    record = export_ablations(paths, work / "ablations.jsonl.gz")
+    command = "at2-rag " + " ".join(args.argv)
+    source = f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows, responses: {args.responses})"
+    coefficients = train(lm, paths, args.source_kind, source, families, steps=args.steps, l2=args.l2,
+                         chunk_tokens=args.chunk_tokens, command=command)
     path = coefficients.save(args.out)
     write_summary(coefficients, Path(args.out).with_suffix(".json"))
     print(json.dumps(coefficients.metadata.metrics, indent=2))
-    print(f"coefficients: {path}")
+    print(f"coefficients: {path}\nablations (keep them; --ablations reuses them): {record}")
+
+
+def _families(spec: str) -> tuple[str, ...]:
+    from .attention import parse_families
+
+    try:
+        return parse_families(spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_calibrate(args) -> None:
@@ -186,6 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--chunk-tokens", type=int, default=None,
                    help="also cut responses into chunks of this many tokens as training targets")
+    p.add_argument("--families", default="attention-weight",
+                   help="feature families θ weighs: attention-weight (the paper's), value-norm, output-norm, or "
+                   "several joined by '+'")
+    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty on θ (standardised units)")
+    p.add_argument("--ablations", help="reuse ablations exported by an earlier run (.jsonl.gz): only the cheap "
+                   "feature pass runs for the examples it holds")
     p.add_argument("--work-dir", default="runs/train", help="collected ablations (resumable)")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
@@ -220,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from .errors import AT2Error
 
     try:

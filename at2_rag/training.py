@@ -1,11 +1,14 @@
-"""Learn AT2 coefficients: collect (features, ablation masks, outputs) per example, then fit θ by
-maximising the Pearson correlation between predicted and actual ablation outputs (the AT2 objective)."""
+"""Learn AT2 coefficients: collect ablations per example (the costly part, kept as a small portable record),
+capture features of every family in one cheap pass, then fit θ by maximising the Pearson correlation
+between predicted and actual ablation outputs (the AT2 objective)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -14,11 +17,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .ablation import ablation_logprobs, random_masks, target_logit_means
+from .attention import FAMILIES, family_name, parse_families
 from .coefficients import CoefficientMetadata, Coefficients
+from .errors import InvalidInputError
 from .features import collect
 from .lm import LanguageModel
 from .prompts import PromptTemplate
 from .sources import Source
+
+ABLATION_KEYS = ("masks", "outputs", "token_logprobs", "response")
 
 
 class TrainingExample(Protocol):
@@ -27,6 +34,31 @@ class TrainingExample(Protocol):
     id: str
     question: str
     sources: list[Source]
+
+
+def _features(lm: LanguageModel, ex: TrainingExample, response: str, level: str, families: Sequence[str],
+              template: PromptTemplate | None, n_tokens: int | None = None) -> dict[str, np.ndarray]:
+    """One teacher-forced pass: target-averaged and per-token features of every family (float16)."""
+    job = collect(lm, [ex.question], [ex.sources], [response], template=template, families=families)[0].at_level(level)
+    if n_tokens is not None and len(job.response_ids) != n_tokens:
+        raise InvalidInputError(f"example {ex.id}: the stored response re-tokenizes to {len(job.response_ids)} "
+                                f"tokens, not the {n_tokens} its ablations scored; collect it again")
+    return {"features": job.features.numpy().astype(np.float16),
+            "token_features": job.token_features.numpy().astype(np.float16),
+            "families": np.array(family_name(job.families)), "level": np.array(level)}
+
+
+def _captured(item: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """Families whose features a collected file holds (files from before families held attention weights)."""
+    if "features" not in item:
+        return ()
+    return parse_families(str(item["families"])) if "families" in item else ("attention-weight",)
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.rename(path)
 
 
 def collect_examples(
@@ -42,68 +74,147 @@ def collect_examples(
     template: PromptTemplate | None = None,
     progress: bool = True,
     responses: Sequence[str | None] | None = None,
+    families: Sequence[str] = FAMILIES,
 ) -> list[Path]:
-    """Write one ``.npz`` per example of this shard (skipping those already written, so runs resume).
+    """Write one ``.npz`` per example of this shard; resumable (finished examples are skipped).
 
     ``source_kind='sentence'`` ablates the sentences inside the passages. ``responses`` (one per example)
-    teacher-forces given answers; None generates the model's own.
+    teacher-forces given answers; None generates the model's own. An example whose ablations exist (collected
+    earlier or imported with ``import_ablations``) but lack a requested feature family costs one more pass only.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    families = parse_families(families)
     written = []
     mine = [(i, ex) for i, ex in enumerate(examples) if i % num_shards == shard]
     for i, ex in tqdm(mine, desc=f"collect shard {shard}/{num_shards}", disable=not progress):
         path = out_dir / f"{i:05d}-{ex.id}.npz"
-        if not path.exists():
+        if path.exists():
+            with np.load(path, allow_pickle=False) as stored:
+                item = dict(stored)
+            if not set(families) <= set(_captured(item)):
+                item.update(_features(lm, ex, str(item["response"]), source_kind, families, template,
+                                      item["token_logprobs"].shape[1]))
+                _write(path, item)
+        else:
             response = responses[i] if responses is not None else None
             job = collect(lm, [ex.question], [ex.sources], [response], template=template,
-                          max_new_tokens=max_new_tokens)[0].at_level(source_kind)
+                          max_new_tokens=max_new_tokens, families=families)[0].at_level(source_kind)
             masks = random_masks(job.num_units, n_masks, keep_prob, seed=i)
             logprobs = ablation_logprobs(job, masks)
             outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end])
                                    for t in job.targets], 1)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, features=job.features.numpy(), masks=masks, outputs=outputs.numpy(),
-                     token_features=job.token_features.numpy(), token_logprobs=logprobs.numpy(),
-                     response=np.array(job.response))
-            tmp.rename(path)
+            _write(path, {"masks": masks, "outputs": outputs.numpy(), "token_logprobs": logprobs.numpy(),
+                          "response": np.array(job.response), "features": job.features.numpy().astype(np.float16),
+                          "token_features": job.token_features.numpy().astype(np.float16),
+                          "families": np.array(family_name(families)), "level": np.array(source_kind)})
         written.append(path)
     return written
 
 
-def load_collected(paths: Iterable[str | Path], chunk_tokens: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Read collected examples (plain arrays; no pickle).
+def export_ablations(paths: Iterable[str | Path], out: str | Path) -> Path:
+    """Write the costly part of collected examples (masks, outputs, token log-probs, response) as gzipped JSON
+    lines, a few KB per example: small enough to keep next to the coefficients they trained."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(out, "wt", encoding="utf-8") as f:
+        for p in sorted(Path(p) for p in paths):
+            with np.load(p, allow_pickle=False) as item:
+                record = {"file": p.name, "response": str(item["response"]),
+                          "masks": ["".join("1" if k else "0" for k in m) for m in item["masks"]],
+                          "outputs": item["outputs"].tolist(), "token_logprobs": item["token_logprobs"].tolist()}
+            f.write(json.dumps(record) + "\n")
+    return out
 
-    Targets are the response sentences; with ``chunk_tokens``, examples that kept token-level data are
-    re-cut into consecutive chunks of that many response tokens (more sub-targets from the same ablations).
+
+def import_ablations(path: str | Path, out_dir: str | Path) -> list[Path]:
+    """Recreate per-example files (without features) from ``export_ablations``' output; existing files stay."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            target = out_dir / record["file"]
+            if not target.exists():
+                _write(target, {"masks": np.array([[c == "1" for c in m] for m in record["masks"]]),
+                                "outputs": np.array(record["outputs"], dtype=np.float32),
+                                "token_logprobs": np.array(record["token_logprobs"], dtype=np.float32),
+                                "response": np.array(record["response"])})
+            written.append(target)
+    return written
+
+
+@dataclass
+class Design:
+    """Fitting data with the sources summed out: ``pred[n, m] = X[n, m] · θ`` with
+    ``X[n, m] = Σ_s (2 mask[m, s] - 1) F[n, s]``, so examples with any number of sources share one array.
+
+    ``x`` ``[targets, masks, features]`` is float16 (memory-mapped when built with ``path``); ``y`` the
+    ablation outputs; ``groups`` the example each target came from (for cross-fitting by example).
     """
-    items = []
-    for p in paths:
-        item = dict(np.load(p, allow_pickle=False))
-        if chunk_tokens and "token_features" in item:
-            tokens = item["token_features"].shape[0]
-            spans = [(a, min(a + chunk_tokens, tokens)) for a in range(0, tokens, chunk_tokens)]
-            logprobs = torch.from_numpy(item["token_logprobs"])
-            item["features"] = np.stack([item["token_features"][a:b].mean(0) for a, b in spans])
-            item["outputs"] = torch.stack([target_logit_means(logprobs[:, a:b]) for a, b in spans], 1).numpy()
-        items.append(item)
-    return items
+
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+
+    @classmethod
+    def from_items(cls, items: Sequence[dict[str, np.ndarray]], path: str | Path | None = None) -> Design:
+        n = sum(it["features"].shape[0] for it in items)
+        n_masks = items[0]["masks"].shape[0]
+        n_features = items[0]["features"].shape[-1]
+        shape = (n, n_masks, n_features)
+        x = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float16, shape=shape) if path else \
+            np.zeros(shape, dtype=np.float16)
+        y = np.zeros((n, n_masks), dtype=np.float32)
+        groups = np.zeros(n, dtype=np.int64)
+        row = 0
+        for g, it in enumerate(items):
+            if it["masks"].shape[0] != n_masks or it["features"].shape[-1] != n_features:
+                raise InvalidInputError("collected examples differ in mask count or feature width; collect again")
+            signs = 2.0 * it["masks"].astype(np.float32) - 1.0
+            for t in range(it["features"].shape[0]):
+                x[row] = signs @ it["features"][t].astype(np.float32)
+                y[row] = it["outputs"][:, t]
+                groups[row] = g
+                row += 1
+        return cls(x, y, groups)
+
+    @classmethod
+    def load(cls, paths: Iterable[str | Path], families: Sequence[str] = ("attention-weight",),
+             chunk_tokens: int | None = None, path: str | Path | None = None) -> Design:
+        """Design of these collected examples for ``families`` (columns picked from what was captured)."""
+        return cls.from_items([_item(p, parse_families(families), chunk_tokens) for p in paths], path)
+
+    def subset(self, keep: np.ndarray) -> Design:
+        return Design(self.x[keep], self.y[keep], self.groups[keep])
+
+    def usable(self) -> np.ndarray:
+        """Targets whose ablation outputs vary (a constant target carries no signal and has no correlation)."""
+        return self.y.std(-1) > 0
 
 
-def _stack_targets(items: Sequence[dict[str, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flatten to per-target rows, zero-padding sources: features [N,S,F], signs [N,M,S], outputs [N,M]."""
-    n_sources = max(it["features"].shape[1] for it in items)
-    feats, signs, outs = [], [], []
-    for it in items:
-        f, m, y = it["features"], it["masks"], it["outputs"]
-        pad = n_sources - f.shape[1]
-        sign = np.pad(2.0 * m - 1.0, ((0, 0), (0, pad)))
-        for t in range(f.shape[0]):
-            feats.append(np.pad(f[t], ((0, pad), (0, 0))))
-            signs.append(sign)
-            outs.append(y[:, t])
-    return (torch.tensor(np.stack(feats), dtype=torch.float32), torch.tensor(np.stack(signs), dtype=torch.float32),
-            torch.tensor(np.stack(outs), dtype=torch.float32))
+def _item(path: str | Path, families: tuple[str, ...], chunk_tokens: int | None) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as stored:
+        item = dict(stored)
+    captured = _captured(item)
+    if not set(families) <= set(captured):
+        raise InvalidInputError(f"{path} has no {family_name(families)} features (captured: {captured or 'none'}); "
+                                "run collect_examples with these families first")
+    width = item["features"].shape[-1] // len(captured)
+
+    def pick(array: np.ndarray) -> np.ndarray:
+        return np.concatenate([array[..., captured.index(f) * width : (captured.index(f) + 1) * width]
+                               for f in families], axis=-1)
+
+    item["features"] = pick(item["features"])
+    if chunk_tokens:
+        tokens = pick(item["token_features"]).astype(np.float32)
+        spans = [(a, min(a + chunk_tokens, len(tokens))) for a in range(0, len(tokens), chunk_tokens)]
+        logprobs = torch.from_numpy(item["token_logprobs"])
+        item["features"] = np.stack([tokens[a:b].mean(0) for a, b in spans])
+        item["outputs"] = torch.stack([target_logit_means(logprobs[:, a:b]) for a, b in spans], 1).numpy()
+    return item
 
 
 def _pearson(pred: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
@@ -112,36 +223,60 @@ def _pearson(pred: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
     return (pred * actual).sum(-1) / (pred.norm(dim=-1) * actual.norm(dim=-1) + 1e-8)
 
 
-def correlation(theta: torch.Tensor, items: Sequence[dict[str, np.ndarray]]) -> float:
+def correlation(theta: torch.Tensor, design: Design) -> float:
     """Mean Pearson correlation over targets between predicted and actual ablation outputs."""
-    feats, signs, outs = _stack_targets(items)
-    keep = outs.std(-1) > 0
-    pred = torch.einsum("nms,nsf,f->nm", signs, feats, theta)
-    return float(_pearson(pred[keep], outs[keep]).mean())
+    keep = design.usable()
+    x = torch.from_numpy(np.asarray(design.x[keep], dtype=np.float32))
+    return float(_pearson(x @ theta.float(), torch.from_numpy(design.y[keep])).mean())
 
 
-def fit_theta(items: Sequence[dict[str, np.ndarray]], steps: int = 1000, lr: float = 1e-3, batch_size: int = 512,
-              seed: int = 0, progress: bool = True) -> torch.Tensor:
-    """Adam on -Pearson correlation, cosine decay, grad-norm clip 1, θ from 1/F; returned L1-normalised."""
-    feats, signs, outs = _stack_targets(items)
-    keep = outs.std(-1) > 0
-    feats, signs, outs = feats[keep], signs[keep], outs[keep]
-    n_features = feats.shape[-1]
+def fit_theta(design: Design, steps: int = 1000, lr: float = 1e-3, batch_size: int = 512, seed: int = 0,
+              l2: float = 0.0, standardize: bool = False, progress: bool = True) -> torch.Tensor:
+    """Adam on -Pearson (+ ``l2`` · |θ|² in standardised units), cosine decay, grad-norm clip 1, θ from uniform;
+    returned L1-normalised. ``standardize`` divides each feature by its RMS first (families whose scales
+    differ across heads, e.g. value norms) and folds that scale back into θ."""
+    keep = np.flatnonzero(design.usable())
+    n_features = design.x.shape[-1]
+    scale = torch.ones(n_features)
+    if standardize:
+        sq = np.zeros(n_features)
+        for start in range(0, len(keep), 1024):
+            sq += (np.asarray(design.x[keep[start : start + 1024]], dtype=np.float64) ** 2).sum((0, 1))
+        scale = torch.from_numpy(np.sqrt(sq / max(1, len(keep) * design.x.shape[1]))).float().clamp(min=1e-12)
     theta = torch.full((n_features,), 1.0 / n_features, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     generator = torch.Generator().manual_seed(seed)
+    y_all = torch.from_numpy(design.y)
     for _ in tqdm(range(steps), desc="fit θ", disable=not progress):
-        idx = torch.randperm(len(feats), generator=generator)[:batch_size]
-        pred = torch.einsum("nms,nsf,f->nm", signs[idx], feats[idx], theta)
-        loss = -_pearson(pred, outs[idx]).mean()
+        idx = np.sort(keep[torch.randperm(len(keep), generator=generator)[:batch_size].numpy()])
+        x = torch.from_numpy(np.asarray(design.x[idx], dtype=np.float32)) / scale
+        loss = -_pearson(x @ theta, y_all[idx]).mean() + l2 * (theta * n_features).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([theta], 1.0)
         optimizer.step()
         schedule.step()
-    theta = theta.detach()
+    theta = theta.detach() / scale
     return theta / theta.abs().sum()
+
+
+def cross_fit(design: Design, folds: int = 5, scored: Design | None = None, **fit_kwargs) -> float:
+    """Held-out correlation: fit on every example outside one fold, score that fold's examples (in ``scored``,
+    e.g. sentence targets when fitting on token chunks; by default ``design`` itself), averaged over targets."""
+    scored = scored if scored is not None else design
+    n_groups = len(np.unique(design.groups))
+    if n_groups < folds:
+        raise InvalidInputError(f"cross-fitting {folds} folds needs at least {folds} examples, not {n_groups}")
+    total, count = 0.0, 0
+    for k in range(folds):
+        theta = fit_theta(design.subset(design.groups % folds != k), progress=False, **fit_kwargs)
+        held = scored.subset(scored.groups % folds == k)
+        n = int(held.usable().sum())
+        if n:
+            total += correlation(theta, held) * n
+            count += n
+    return total / max(count, 1)
 
 
 def train(
@@ -149,35 +284,39 @@ def train(
     collected: Sequence[Path],
     source_kind: str,
     training_data: str,
-    holdout_fraction: float = 0.2,
+    families: Sequence[str] = ("attention-weight",),
     steps: int = 1000,
+    l2: float = 0.0,
+    folds: int = 5,
     chunk_tokens: int | None = None,
+    command: str = "",
     progress: bool = True,
 ) -> Coefficients:
-    """Fit on collected examples; the last ``holdout_fraction`` of them reports generalisation, then θ is
-    refit on all. Correlations are always measured on sentence targets, whatever ``chunk_tokens`` fit on."""
+    """Fit θ for ``families`` on every collected example; report the in-sample correlation (the ceiling of a
+    linear surrogate on these features) and, with enough examples, the ``folds``-fold cross-fitted one.
+    Correlations are measured on sentence targets, whatever ``chunk_tokens`` fit on."""
+    families = parse_families(families)
     paths = sorted(collected)
-    fit_items, sentence_items = load_collected(paths, chunk_tokens), load_collected(paths)
-    n_holdout = int(len(paths) * holdout_fraction) if len(paths) >= 5 else 0
-    n_fit = len(paths) - n_holdout
-    theta = fit_theta(fit_items[:n_fit], steps=steps, progress=progress)
+    fit_design = Design.load(paths, families, chunk_tokens)
+    sentence_design = Design.load(paths, families) if chunk_tokens else fit_design
+    kwargs = {"steps": steps, "l2": l2, "standardize": families != ("attention-weight",)}
+    theta = fit_theta(fit_design, progress=progress, **kwargs)
     uniform = torch.full_like(theta, 1.0 / theta.numel())
-    metrics = {"train_correlation": correlation(theta, sentence_items[:n_fit]),
-               "train_correlation_average_attention": correlation(uniform, sentence_items[:n_fit])}
-    if n_holdout:
-        metrics["holdout_correlation"] = correlation(theta, sentence_items[n_fit:])
-        metrics["holdout_correlation_average_attention"] = correlation(uniform, sentence_items[n_fit:])
-        theta = fit_theta(fit_items, steps=steps, progress=progress)
+    metrics = {"train_correlation": correlation(theta, sentence_design),
+               "train_correlation_uniform": correlation(uniform, sentence_design)}
+    if len(paths) >= 2 * folds:
+        metrics["crossfit_correlation"] = cross_fit(fit_design, folds, sentence_design, **kwargs)
     fp = lm.fingerprint
     metadata = CoefficientMetadata(
         model_id=fp["model_id"], model_type=fp["model_type"], revision=lm.revision, num_layers=fp["num_layers"],
-        num_heads=fp["num_heads"], source_kind=source_kind, training_data=training_data, n_examples=len(paths),
-        n_targets=sum(it["features"].shape[0] for it in fit_items), n_ablations=int(fit_items[0]["masks"].shape[0]),
-        metrics=metrics,
+        num_heads=fp["num_heads"], source_kind=source_kind, feature_family=family_name(families),
+        training_data=training_data, n_examples=len(paths), n_targets=int(fit_design.x.shape[0]),
+        n_ablations=int(fit_design.x.shape[1]), metrics=metrics,
         notes="targets: "
-              + (f"chunks of {chunk_tokens} response tokens where token data was kept, else " if chunk_tokens else "")
-              + f"response sentences; Pearson objective, Adam lr 1e-3 cosine, {steps} steps, L1-normalised; "
-              f"holdout = last {n_holdout} examples (sentence targets), final θ refit on all",
+              + (f"chunks of {chunk_tokens} response tokens, " if chunk_tokens else "")
+              + f"response sentences; Pearson objective, Adam lr 1e-3 cosine, {steps} steps"
+              + (f", L2 {l2}" if l2 else "") + (", features standardised" if kwargs["standardize"] else "")
+              + f", L1-normalised; crossfit = {folds}-fold by example; command: {command}",
     )
     return Coefficients(theta=theta, metadata=metadata)
 

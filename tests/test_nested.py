@@ -47,5 +47,5 @@ def test_sentence_level_training_collection(tiny_lm, tmp_path):
     paths = collect_examples(tiny_lm, [example], tmp_path, source_kind="sentence", n_masks=4, max_new_tokens=4,
                              progress=False, responses=["Paris is in France."])
     data = np.load(paths[0])
-    assert data["masks"].shape == (4, 5) and data["features"].shape[1:] == (5, 8)
+    assert data["masks"].shape == (4, 5) and data["features"].shape[1:] == (5, 3 * 8)  # three feature families
     assert str(data["response"]) == "Paris is in France."

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from at2_rag.training import correlation, fit_theta
+from at2_rag.training import Design, correlation, cross_fit, fit_theta
 
 
 def synthetic(n_examples=60, n_sources=8, n_features=40, n_masks=32, noise=0.05, seed=0):
@@ -23,13 +23,40 @@ def synthetic(n_examples=60, n_sources=8, n_features=40, n_masks=32, noise=0.05,
 
 def test_recovers_planted_coefficients():
     planted, items = synthetic()
-    theta = fit_theta(items[:50], steps=600, lr=1e-2, progress=False)
+    fit, held = Design.from_items(items[:50]), Design.from_items(items[50:])
+    theta = fit_theta(fit, steps=600, lr=1e-2, progress=False)
     cos = float(torch.nn.functional.cosine_similarity(theta, torch.tensor(planted, dtype=torch.float32), dim=0))
     assert cos > 0.95
-    assert correlation(theta, items[50:]) > 0.95
+    assert correlation(theta, held) > 0.95
     uniform = torch.full_like(theta, 1 / theta.numel())
-    assert correlation(theta, items[50:]) > correlation(uniform, items[50:]) + 0.05
+    assert correlation(theta, held) > correlation(uniform, held) + 0.05
     assert float(theta.abs().sum()) == pytest.approx(1.0, abs=1e-5)  # L1-normalised, as the AT2 recipe does
+
+
+def test_standardising_recovers_coefficients_of_badly_scaled_features():
+    """Value-norm features differ in scale by orders of magnitude across heads; standardising still finds θ."""
+    planted, items = synthetic()
+    scales = np.logspace(-2, 2, len(planted)).astype(np.float32)
+    for it in items:
+        it["features"] = it["features"] * scales
+    design = Design.from_items(items)
+    theta = fit_theta(design, steps=600, lr=1e-2, standardize=True, progress=False)
+    truth = torch.tensor(planted / scales, dtype=torch.float32)
+    assert float(torch.nn.functional.cosine_similarity(theta, truth, dim=0)) > 0.9
+    assert cross_fit(design, folds=5, steps=300, lr=1e-2, standardize=True) > 0.9
+
+
+def test_design_sums_out_sources_and_can_live_on_disk(tmp_path):
+    """X·θ equals the per-source prediction Σ_s (2m_s - 1) F[s]·θ, for any source count, memory-mapped or not."""
+    _, items = synthetic(n_examples=4)
+    items[1] = {**items[1], "features": items[1]["features"][:, :5], "masks": items[1]["masks"][:, :5]}
+    in_memory, mapped = Design.from_items(items), Design.from_items(items, tmp_path / "x.npy")
+    theta = np.random.default_rng(1).standard_normal(items[0]["features"].shape[-1])
+    for design in (in_memory, mapped):
+        for row, it in enumerate(items):
+            direct = (2.0 * it["masks"] - 1) @ (it["features"][0] @ theta)
+            assert np.allclose(np.asarray(design.x[row], dtype=np.float64) @ theta, direct, rtol=2e-2, atol=2e-2)
+    assert mapped.x.dtype == np.float16 and (tmp_path / "x.npy").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -69,3 +96,31 @@ def test_short_real_training_run(lm, train_path, tmp_path):
     loaded = Coefficients.load(coefficients.save(tmp_path / "c.safetensors"))
     loaded.check(lm.fingerprint)
     assert loaded.metadata.n_examples == 3 and np.isfinite(loaded.metadata.metrics["train_correlation"])
+    richer = train(lm, paths, "passage", "3 train rows", families="attention-weight+output-norm", steps=20,
+                   progress=False)
+    assert richer.theta.numel() == 2 * 30 * 9 and richer.metadata.feature_family == "attention-weight+output-norm"
+
+
+def test_exported_ablations_refill_a_work_dir_with_one_cheap_pass(tiny_lm, train_path, tmp_path):
+    """The costly record (masks, outputs, log-probs, response) round-trips; features are recaptured from it."""
+    from at2_rag.eval.hotpotqa import load_hotpotqa
+    from at2_rag.training import collect_examples, export_ablations, import_ablations
+
+    rows = load_hotpotqa(train_path, 2)
+    for row in rows:
+        row.sources = row.sources[:3]
+    first = collect_examples(tiny_lm, rows, tmp_path / "a", "sentence", n_masks=4, progress=False,
+                             responses=[r.answer_sentence for r in rows], families=("attention-weight",))
+    record = export_ablations(first, tmp_path / "ablations.jsonl.gz")
+    imported = import_ablations(record, tmp_path / "b")
+    again = collect_examples(tiny_lm, rows, tmp_path / "b", "sentence", n_masks=4, progress=False,
+                             families=("attention-weight", "value-norm"))
+    assert [p.name for p in imported] == [p.name for p in again] == [p.name for p in first]
+    for a, b in zip(first, again):
+        old, new = np.load(a), np.load(b)
+        for key in ("masks", "outputs", "token_logprobs", "response"):
+            assert np.array_equal(old[key], new[key])
+        assert np.allclose(old["features"], new["features"][..., : old["features"].shape[-1]], atol=1e-3)
+        assert str(new["families"]) == "attention-weight+value-norm"
+    design = Design.load(again, ("value-norm",))
+    assert design.x.shape[:2] == (2, 4)
