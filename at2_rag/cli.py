@@ -141,23 +141,35 @@ def cmd_evaluate(args) -> None:
 
     examples = _rows(_data(args.data, "validation"), args.limit)
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
-    coefficients = getattr(attributor.scorer, "coefficients", None)
+    level_scorer = attributor.sentence_scorer if args.level == "sentence" else attributor.scorer
+    coefficients = getattr(level_scorer, "coefficients", None)
     scorers = [make_scorer(name.strip(), coefficients) for name in args.scorers.split(",")]
-    result = evaluate_scorers(attributor, examples, scorers, work_dir=args.work_dir, shard=args.shard,
-                              num_shards=args.num_shards)
-    print(f"\n{result['model']} on {result['n_examples']} examples ({result['n_lds_masks']} LDS masks; "
-          "95% bootstrap intervals over examples)")
-    print(f"{'scorer':<18} {'LDS':>22} {'drop@1':>8} {'drop@2':>22} {'drop@3':>8} {'gold rank':>10} {'s/example':>10}")
+    for path in args.extra_coefficients or []:
+        scorers.append(make_scorer("at2", _load_checked(attributor, path)))
+    ks = tuple(int(k) for k in args.ks.split(","))
+    result = evaluate_scorers(attributor, examples, scorers, ks=ks, work_dir=args.work_dir, shard=args.shard,
+                              num_shards=args.num_shards, level=args.level, responses=args.responses)
+    print(f"\n{result['model']} on {result['n_examples']} examples, {args.level} sources ({result['mean_units']:.1f} "
+          f"per example), {args.responses} responses, {result['n_lds_masks']} LDS masks; 95% bootstrap intervals")
+    print(f"{'scorer':<32} {'LDS':>22} " + " ".join(f"{'drop@' + str(k):>8}" for k in ks)
+          + f" {'gold rank':>10} {'s/example':>10}")
     for name, r in result["scorers"].items():
-        d, lo_hi, d_ci = r["top_k_drop"], r["lds_ci95"], r["top_k_drop_ci95"]["2"]
+        lo_hi = r["lds_ci95"]
         lds_text = f"{r['lds']:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
-        drop_text = f"{d['2']:.3f} [{d_ci[0]:.3f}, {d_ci[1]:.3f}]"
-        print(f"{name:<18} {lds_text:>22} {d['1']:>8.3f} {drop_text:>22} {d['3']:>8.3f} "
-              f"{r['mean_gold_rank']:>10.2f} {r['seconds_per_example']:>10.4f}")
+        drops = " ".join(f"{r['top_k_drop'][str(k)]:>8.3f}" for k in ks)
+        print(f"{name:<32} {lds_text:>22} {drops} {r['mean_gold_rank']:>10.2f} {r['seconds_per_example']:>10.4f}")
     print(f"(random gold rank: {result['random_gold_rank']})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+def _load_checked(attributor, path):
+    from .coefficients import Coefficients
+
+    coefficients = Coefficients.load(path)
+    coefficients.check(attributor.lm.fingerprint)
+    return coefficients
 
 
 def cmd_bench(args) -> None:
@@ -231,6 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     common(p, 40)
     p.add_argument("--coefficients")
     p.add_argument("--scorers", default="at2,average-attention,gradient,esm-32")
+    p.add_argument("--extra-coefficients", nargs="*", help="more coefficient files (e.g. other feature families), "
+                   "each scored as its own AT2 scorer")
+    p.add_argument("--level", choices=["passage", "sentence"], default="passage")
+    p.add_argument("--responses", choices=["generated", "gold"], default="generated")
+    p.add_argument("--ks", default="1,2,3", help="top-k drop sizes, comma-separated")
     p.add_argument("--json")
     p.add_argument("--work-dir", help="keep per-example ablations and scores here: resumable, shardable, and "
                    "re-scoring with new coefficients reuses everything else")

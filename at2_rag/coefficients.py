@@ -124,14 +124,33 @@ class Coefficients(BaseModel):
             )
 
 
+def _shipped_dir() -> Path:
+    return Path(str(resources.files("at2_rag") / "coefficients"))
+
+
+def held_out_correlation(metadata: CoefficientMetadata) -> float:
+    """How well a file predicts ablations of examples it was not fit on (cross-fit, else holdout)."""
+    m = metadata.metrics
+    return float(m.get("crossfit_correlation", m.get("holdout_correlation", float("-inf"))))
+
+
+def shipped_files(model_id: str, kind: str = "passage") -> list[Path]:
+    """Every coefficient file shipped for a model id and source kind (one per feature family)."""
+    prefix = model_id.replace("/", "__") + f".{kind}"
+    return sorted(p for p in _shipped_dir().glob(f"{prefix}*.safetensors")
+                  if p.name == f"{prefix}.safetensors" or p.name.startswith(f"{prefix}."))
+
+
 def shipped_path(model_id: str, kind: str = "passage") -> Path | None:
-    """Path of a file shipped in the package for a model id: ``passage``/``sentence`` coefficients
-    (.safetensors) or ``calibration`` (.json), if any."""
+    """Path of a file shipped in the package for a model id: the ``calibration`` (.json), or for
+    ``passage``/``sentence`` the coefficient file with the best held-out correlation on its training data."""
     if kind not in (*SOURCE_KINDS, "calibration"):
         raise InvalidInputError(f"kind must be one of {SOURCE_KINDS + ('calibration',)}, not {kind!r}")
-    suffix = ".json" if kind == "calibration" else ".safetensors"
-    path = Path(str(resources.files("at2_rag") / "coefficients" / (model_id.replace("/", "__") + f".{kind}{suffix}")))
-    return path if path.is_file() else None
+    if kind == "calibration":
+        path = _shipped_dir() / (model_id.replace("/", "__") + ".calibration.json")
+        return path if path.is_file() else None
+    files = shipped_files(model_id, kind)
+    return max(files, key=lambda p: held_out_correlation(Coefficients.load(p).metadata)) if files else None
 
 
 def from_at2_checkpoint(path: str | Path, fingerprint: dict, source: str | None = None) -> Coefficients:

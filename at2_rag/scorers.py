@@ -41,6 +41,7 @@ class AT2Scorer:
             )
         self.coefficients = coefficients
         self.families = coefficients.families
+        self.name = "at2" if self.families == ("attention-weight",) else f"at2:{coefficients.metadata.feature_family}"
 
     @classmethod
     def from_file(cls, path, families: str | tuple[str, ...] | None = None) -> AT2Scorer:

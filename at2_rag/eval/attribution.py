@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..ablation import ablation_outputs, random_masks
 from ..attributor import AT2Attributor
 from ..features import AttributionJob
-from ..scorers import Scorer
+from ..scorers import ESMScorer, Scorer
 from .hotpotqa import HotpotExample
 from .metrics import bootstrap_ci, lds, mean_gold_rank, top_k_drop
 
@@ -33,6 +33,7 @@ class AblationCache:
         self.job = job
         self.path = path
         self._outputs: dict[bytes, np.ndarray] = {}
+        self.passes, self.seconds = 0, 0.0
         if path is not None and path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 if str(data["response"]) == job.response:
@@ -43,7 +44,9 @@ class AblationCache:
         masks = np.asarray(masks, dtype=bool)
         missing = list({m.tobytes(): m for m in masks if m.tobytes() not in self._outputs}.values())
         if missing:
+            start = time.perf_counter()
             fresh = ablation_outputs(self.job, np.stack(missing))
+            self.passes, self.seconds = self.passes + len(missing), self.seconds + time.perf_counter() - start
             self._outputs.update({m.tobytes(): o for m, o in zip(missing, fresh)})
             self._save()
         return np.stack([self._outputs[m.tobytes()] for m in masks])
@@ -78,6 +81,16 @@ def _check_manifest(work_dir: Path, manifest: dict) -> None:
         path.write_text(json.dumps(manifest, indent=2))
 
 
+def _gold_units(job: AttributionJob, example: HotpotExample) -> list[int]:
+    """Gold passages, or at sentence level the supporting sentences' indices among all sentences."""
+    if job.level == "passage":
+        return list(example.gold)
+    first: dict[int, int] = {}
+    for unit, (source, _, _) in enumerate(job.sentences):
+        first.setdefault(source, unit)
+    return [first[p] + s for p, s in example.supporting if p in first]
+
+
 def evaluate_example(
     attributor: AT2Attributor,
     example: HotpotExample,
@@ -86,8 +99,15 @@ def evaluate_example(
     n_lds_masks: int = 32,
     ks: Sequence[int] = (1, 2, 3),
     example_dir: Path | None = None,
+    level: str = "passage",
+    responses: str = "generated",
 ) -> dict[str, dict]:
-    """One record per scorer: LDS, top-k drop, scoring seconds, mean gold rank (cached under ``example_dir``)."""
+    """One record per scorer: LDS, top-k drop, scoring seconds, mean gold rank (cached under ``example_dir``).
+
+    ``level``: attribute to passages or to the sentences inside them; ``responses``: the model's own answer
+    ('generated') or the gold answer as a sentence ('gold', teacher-forced). ESM scorers share the example's
+    ablation cache (ESM-32's masks are the first of ESM-128's); their seconds are their passes times the
+    measured seconds per ablated pass."""
     records: dict[str, dict] = {}
     todo = []
     for scorer in scorers:
@@ -100,14 +120,21 @@ def evaluate_example(
         return records
     if example_dir is not None:
         example_dir.mkdir(parents=True, exist_ok=True)
-    job = attributor.jobs([example.question], [example.sources])[0]
+    families = sorted({f for scorer, _ in todo for f in getattr(scorer, "families", ())} | {"attention-weight"},
+                      key=("attention-weight", "value-norm", "output-norm").index)
+    response = example.answer_sentence if responses == "gold" else None
+    job = attributor.jobs([example.question], [example.sources], [response], families=families)[0].at_level(level)
     ablate = AblationCache(job, example_dir / "ablations.npz" if example_dir else None)
-    masks = random_masks(len(example.sources), n_lds_masks, 0.5, seed=10_000 + index)
+    masks = random_masks(job.num_units, n_lds_masks, 0.5, seed=10_000 + index)
     outputs = ablate(masks)
     for scorer, path in todo:
         start = time.perf_counter()
-        scores = np.asarray(scorer.score(job), dtype=float)
-        elapsed = time.perf_counter() - start
+        if isinstance(scorer, ESMScorer):
+            scores = np.asarray(scorer.score(job, ablate=ablate), dtype=float)
+            elapsed = time.perf_counter() - start + scorer.n_ablations * ablate.seconds / max(ablate.passes, 1)
+        else:
+            scores = np.asarray(scorer.score(job), dtype=float)
+            elapsed = time.perf_counter() - start
         record = {
             "example_id": example.id,
             "scorer": scorer.name,
@@ -116,7 +143,8 @@ def evaluate_example(
             "lds": lds(job, scores, masks, outputs),
             "top_k_drop": {str(k): v for k, v in top_k_drop(job, scores, ks, ablate=ablate).items()},
             "seconds": elapsed,
-            "gold_rank": mean_gold_rank(scores.mean(0), example.gold),
+            "gold_rank": mean_gold_rank(scores.mean(0), _gold_units(job, example)),
+            "n_units": job.num_units,
             "scores": scores.tolist(),
         }
         if path is not None:
@@ -135,17 +163,23 @@ def evaluate_scorers(
     work_dir: str | Path | None = None,
     shard: int = 0,
     num_shards: int = 1,
+    level: str = "passage",
+    responses: str = "generated",
 ) -> dict:
     """LDS, top-k drop, seconds per example and gold-passage rank for each scorer,
     averaged over this shard's examples, with 95% bootstrap intervals over examples."""
     work = Path(work_dir) if work_dir is not None else None
     if work is not None:
-        _check_manifest(work, {"model": attributor.lm.model_id, "n_lds_masks": n_lds_masks, "ks": list(ks)})
+        manifest = {"model": attributor.lm.model_id, "n_lds_masks": n_lds_masks, "ks": list(ks)}
+        if (level, responses) != ("passage", "generated"):
+            manifest.update(level=level, responses=responses)
+        _check_manifest(work, manifest)
     mine = [(i, ex) for i, ex in enumerate(examples) if i % num_shards == shard]
     per_example = []
     for i, ex in tqdm(mine, desc=f"evaluate shard {shard}/{num_shards}", disable=not progress):
         example_dir = work / f"{i:05d}-{ex.id}" if work is not None else None
-        per_example.append(evaluate_example(attributor, ex, i, scorers, n_lds_masks, ks, example_dir))
+        per_example.append(evaluate_example(attributor, ex, i, scorers, n_lds_masks, ks, example_dir, level,
+                                            responses))
     summary = {}
     for scorer in scorers:
         rows = [records[scorer.name] for records in per_example]
@@ -162,8 +196,14 @@ def evaluate_scorers(
         "model": attributor.lm.model_id,
         "n_examples": len(mine),
         "n_lds_masks": n_lds_masks,
+        "level": level,
+        "responses": responses,
+        "mean_units": float(np.mean([next(iter(r.values())).get("n_units", 0) for r in per_example])) if per_example
+        else 0.0,
         "shard": shard,
         "num_shards": num_shards,
         "random_gold_rank": (len(examples[0].sources) + 1) / 2 if examples else None,
         "scorers": summary,
+        "records": [{name: {k: v for k, v in r.items() if k != "scores"} for name, r in records.items()}
+                    for records in per_example],
     }
