@@ -81,3 +81,51 @@ def test_published_at2_checkpoint_converts_without_pickle(tmp_path):
     torch.save({"state_dict": {"linear.weight": weight}, "extras": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CoefficientMismatchError, match="not an AT2 score estimator"):
         from_at2_checkpoint(tmp_path / "evil.pt", FP)
+
+
+@pytest.mark.parametrize("family", ["attention-weight", "value-norm", "output-norm",
+                                    "attention-weight+value-norm+output-norm"])
+def test_each_feature_family_round_trips(tmp_path, family):
+    n_families = family.count("+") + 1
+    meta = make().metadata.model_copy(update={"feature_family": family})
+    c = Coefficients(theta=torch.randn(n_families * 30 * 9), metadata=meta)
+    loaded = Coefficients.load(c.save(tmp_path / "c.safetensors"))
+    assert torch.equal(loaded.theta, c.theta) and loaded.families == tuple(family.split("+"))
+    loaded.check(FP)
+
+
+def test_feature_family_mismatches_are_refused(tmp_path):
+    from at2_rag import AT2Scorer
+
+    meta = make().metadata.model_copy(update={"feature_family": "value-norm"})
+    path = Coefficients(theta=torch.randn(270), metadata=meta).save(tmp_path / "v.safetensors")
+    with pytest.raises(CoefficientMismatchError, match="'value-norm' features, not 'attention-weight'"):
+        AT2Scorer.from_file(path, families="attention-weight")
+    assert AT2Scorer.from_file(path, families="value-norm").name == "at2:value-norm"
+    wide = meta.model_copy(update={"feature_family": "value-norm+output-norm"})
+    with pytest.raises(CoefficientMismatchError, match="2 feature families"):
+        Coefficients(theta=torch.randn(270), metadata=wide).save(tmp_path / "w.safetensors")
+    (tmp_path / "w.safetensors").unlink(missing_ok=True)
+    save_file({"theta": torch.randn(270)}, str(tmp_path / "u.safetensors"),
+              metadata={"at2": meta.model_copy(update={"feature_family": "key-norm"}).model_dump_json()})
+    with pytest.raises(CoefficientMismatchError, match="key-norm"):
+        Coefficients.load(tmp_path / "u.safetensors")
+
+
+def test_esm_solver_is_contextcites_standardised_lasso():
+    """Scores equal the reference pipeline's (StandardScaler then Lasso) slopes in mask units."""
+    import numpy as np
+    from sklearn.linear_model import Lasso
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from at2_rag.scorers import lasso_surrogate
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((64, 12)) < 0.5
+    outputs = (masks @ rng.standard_normal(12) + 0.1 * rng.standard_normal(64))[:, None]
+    ours = lasso_surrogate(masks, outputs, alpha=0.01)[0]
+    pipeline = make_pipeline(StandardScaler(), Lasso(alpha=0.01, random_state=0)).fit(masks.astype(float), outputs[:, 0])
+    predicted = pipeline.predict(masks.astype(float))
+    offset = predicted - masks @ ours
+    assert np.allclose(offset, offset[0], atol=1e-8)  # same predictions up to the intercept
