@@ -125,7 +125,8 @@ def test_esm_solver_is_contextcites_standardised_lasso():
     masks = rng.random((64, 12)) < 0.5
     outputs = (masks @ rng.standard_normal(12) + 0.1 * rng.standard_normal(64))[:, None]
     ours = lasso_surrogate(masks, outputs, alpha=0.01)[0]
-    pipeline = make_pipeline(StandardScaler(), Lasso(alpha=0.01, random_state=0)).fit(masks.astype(float), outputs[:, 0])
+    pipeline = make_pipeline(StandardScaler(), Lasso(alpha=0.01, random_state=0))
+    pipeline.fit(masks.astype(float), outputs[:, 0])
     predicted = pipeline.predict(masks.astype(float))
     offset = predicted - masks @ ours
     assert np.allclose(offset, offset[0], atol=1e-8)  # same predictions up to the intercept
