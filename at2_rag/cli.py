@@ -1,4 +1,4 @@
-"""`at2-rag` command: demo, train, evaluate, bench."""
+"""`at2-rag` command: demo, attribute, train, calibrate, evaluate, bench."""
 
 from __future__ import annotations
 
@@ -86,6 +86,11 @@ def cmd_train(args) -> None:
     if args.ablations:
         import_ablations(args.ablations, work)
     responses = [ex.answer_sentence for ex in examples] if args.responses == "gold" else None
+    if args.ray:
+        from .distributed import collect_on_ray
+
+        collect_on_ray(args.model, examples, work, address=args.ray, workers=args.workers,
+                       source_kind=args.source_kind, n_masks=args.masks, responses=responses, families=families)
     paths = collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard,
                              num_shards=args.num_shards, responses=responses, families=families)
     if args.num_shards > 1 and not args.fit:
@@ -102,6 +107,27 @@ def cmd_train(args) -> None:
     write_summary(coefficients, Path(args.out).with_suffix(".json"))
     print(json.dumps(coefficients.metadata.metrics, indent=2))
     print(f"coefficients: {path}\nablations (keep them; --ablations reuses them): {record}")
+
+
+def cmd_attribute(args) -> None:
+    from .corpus import errors_path, run_local
+
+    data = Path(args.data)
+    if not data.is_file():
+        raise UsageError(f"input file not found: {data}")
+    kwargs = {"model": args.model, "coefficients": args.coefficients,
+              "sentence_coefficients": args.sentence_coefficients, "max_new_tokens": args.max_new_tokens}
+    if args.ray:
+        from .distributed import run_ray
+
+        counts = run_ray(data, args.out, kwargs, address=args.ray, workers=args.workers, batch_size=args.batch_size,
+                         num_gpus=args.num_gpus, cpus_per_worker=args.cpus_per_worker)
+    else:
+        from . import AT2Attributor
+
+        counts = run_local(AT2Attributor.from_pretrained(**kwargs), data, args.out)
+    print(f"{counts['written']} attributed, {counts['errors']} errors ({errors_path(args.out)}), "
+          f"{counts['skipped']} already done; {counts['seconds']:.1f}s")
 
 
 def _families(spec: str) -> tuple[str, ...]:
@@ -195,6 +221,13 @@ def cmd_bench(args) -> None:
     print(f"wrote {out}")
 
 
+def _ray_options(p) -> None:
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray (needs at2-rag[ray]): 'local' (default) starts a local instance; or a cluster "
+                   "address such as 'auto' or 'ray://head:10001'")
+    p.add_argument("--workers", type=_positive, default=1, help="with --ray: model-holding actors")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="at2-rag", description=__doc__)
@@ -231,7 +264,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--fit", action="store_true", help="with shards: fit on everything collected so far")
+    _ray_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("attribute", help="attribute a JSONL corpus of {id, query, sources, response?} records "
+                       "(resumable; --ray to spread it over a Ray cluster)")
+    p.add_argument("--data", required=True, help="input JSONL, one record per line")
+    p.add_argument("--out", required=True, help="results JSONL (appended; ids already there are skipped); bad "
+                   "records go to OUT.errors.jsonl")
+    p.add_argument("--model", help="hub id, local directory or .gguf (default: bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--coefficients")
+    p.add_argument("--sentence-coefficients")
+    p.add_argument("--max-new-tokens", type=_positive, default=64, help="for records without a response")
+    p.add_argument("--batch-size", type=_positive, default=4, help="records per Ray batch")
+    p.add_argument("--num-gpus", type=float, default=None,
+                   help="GPUs per Ray worker (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    _ray_options(p)
+    p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("calibrate", help="fit evidence models, abstention thresholds and fusion weights on train rows")
     common(p, None)

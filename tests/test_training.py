@@ -66,7 +66,8 @@ def test_ablation_logprobs_equal_direct_forward(lm):
     from at2_rag.prompts import build_prompt
     from at2_rag.sources import to_sources
 
-    sources = to_sources(["Ada Lovelace wrote the first program.", "Alan Turing broke Enigma.", "Grace Hopper made COBOL."])
+    sources = to_sources(["Ada Lovelace wrote the first program.", "Alan Turing broke Enigma.",
+                          "Grace Hopper made COBOL."])
     job = collect(lm, ["Who made COBOL?"], [sources], responses=["Grace Hopper. She did."])[0]
     masks = random_masks(3, 6, seed=1)
     batched = ablation_logprobs(job, masks, batch_size=4)

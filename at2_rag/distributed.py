@@ -1,0 +1,148 @@
+"""Ray backends (optional extra ``at2-rag[ray]``): corpus attribution as a Ray Data pipeline, and training
+collection as a pool of Ray actors. Each actor loads the model once; results are written by the driver as they
+arrive, in the same formats as the single-process paths, so a run can stop anywhere and resume."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import (
+    AttributionRecord,
+    AttributionRecordResult,
+    RecordError,
+    ResultWriter,
+    attribute_records,
+    finished_ids,
+    parse_record,
+)
+from .errors import AT2Error
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise AT2Error("running on Ray needs the ray extra: pip install 'at2-rag[ray]'") from exc
+    return ray
+
+
+def init_ray(address: str | None = "local", num_cpus: int | None = None):
+    """Connect to the Ray cluster at ``address`` (``auto``, ``ray://host:10001``, ...) or start a local one
+    (``local``). A session already initialised in this process is reused."""
+    ray = _ray()
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if address in (None, "local"):
+            ray.init(num_cpus=num_cpus, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    return ray
+
+
+def _worker_resources(ray, num_gpus: float | None, num_cpus: float) -> dict:
+    """One GPU per worker when the cluster has GPUs (unless told otherwise), CPU workers otherwise."""
+    if num_gpus is None:
+        num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"num_gpus": num_gpus, "num_cpus": num_cpus}
+
+
+class RecordAttributor:
+    """Ray Data actor: one attributor, loaded once, attributing batches of raw JSONL lines."""
+
+    def __init__(self, attributor_kwargs: dict, done: frozenset[str]):
+        from .attributor import AT2Attributor
+
+        self.attributor = AT2Attributor.from_pretrained(**attributor_kwargs)
+        self.done = done
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        kinds, lines = [], []
+        for text in batch["text"]:
+            parsed = parse_record(str(text), None)
+            if isinstance(parsed, AttributionRecord):
+                if parsed.id in self.done:
+                    continue
+                parsed = attribute_records(self.attributor, [parsed], [None])[0]
+            kinds.append("error" if isinstance(parsed, RecordError) else "result")
+            lines.append(parsed.model_dump_json())
+        return {"kind": np.array(kinds, dtype=object), "json": np.array(lines, dtype=object)}
+
+
+def run_ray(data: str | Path, out: str | Path, attributor_kwargs: dict, address: str | None = "local",
+            workers: int = 1, batch_size: int = 4, num_gpus: float | None = None, cpus_per_worker: float = 1.0,
+            progress: bool = True) -> dict:
+    """Attribute every pending record of ``data`` with a pool of ``workers`` Ray actors, appending to ``out``.
+
+    ``attributor_kwargs`` go to ``AT2Attributor.from_pretrained`` in each actor (model, coefficients, ...).
+    Results are appended (and synced) by this driver as batches finish: after a crash, run again to resume.
+    """
+    from tqdm.auto import tqdm
+
+    ray = init_ray(address)
+    done = frozenset(finished_ids(out))
+    start = time.perf_counter()
+    # Reading takes no CPU reservation: with every CPU held by an attributor actor, a reserving read never starts.
+    ds = ray.data.read_text(str(Path(data).resolve()), num_cpus=0).map_batches(
+        RecordAttributor, fn_constructor_kwargs={"attributor_kwargs": attributor_kwargs, "done": done},
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers), batch_format="numpy",
+        **_worker_resources(ray, num_gpus, cpus_per_worker))
+    with ResultWriter(out) as writer:
+        for row in tqdm(ds.iter_rows(), desc="attribute (ray)", disable=not progress):
+            model = RecordError if row["kind"] == "error" else AttributionRecordResult
+            writer.write(model.model_validate_json(row["json"]))
+    return {"skipped": len(done), "written": writer.written, "errors": writer.failed,
+            "seconds": time.perf_counter() - start}
+
+
+class ExampleCollector:
+    """Ray actor: collects training ablations for single examples with a model loaded once."""
+
+    def __init__(self, model: str | None, examples: Sequence, kwargs: dict):
+        from .lm import load_model
+
+        self.lm = load_model(model)
+        self.examples = examples
+        self.kwargs = kwargs
+
+    def collect(self, index: int) -> tuple[str, bytes]:
+        """The example's ``.npz`` file (name and bytes), exactly as the single-process collector writes it."""
+        from .training import collect_examples
+
+        with tempfile.TemporaryDirectory() as tmp:
+            [path] = collect_examples(self.lm, self.examples, tmp, shard=index, num_shards=len(self.examples),
+                                      progress=False, **self.kwargs)
+            return path.name, path.read_bytes()
+
+
+def collect_on_ray(model: str | None, examples: Sequence, out_dir: str | Path, address: str | None = "local",
+                   workers: int = 1, num_gpus: float | None = None, cpus_per_worker: float = 1.0,
+                   progress: bool = True, **kwargs) -> list[str]:
+    """Collect the examples whose files are missing from ``out_dir`` on ``workers`` Ray actors (dynamic load
+    balancing); the driver writes each file as it arrives, so an interrupted run resumes where it stopped.
+    ``kwargs`` go to ``training.collect_examples`` (source_kind, n_masks, responses, families, ...)."""
+    from ray.util import ActorPool
+    from tqdm.auto import tqdm
+
+    ray = init_ray(address)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [i for i, ex in enumerate(examples) if not (out_dir / f"{i:05d}-{ex.id}.npz").exists()]
+    if not todo:
+        return []
+    options = {**_worker_resources(ray, num_gpus, cpus_per_worker), "max_restarts": 2, "max_task_retries": 2}
+    actor = ray.remote(ExampleCollector).options(**options)
+    pool = ActorPool([actor.remote(model, list(examples), kwargs) for _ in range(min(workers, len(todo)))])
+    written = []
+    for name, payload in tqdm(pool.map_unordered(lambda a, i: a.collect.remote(i), todo), total=len(todo),
+                              desc="collect (ray)", disable=not progress):
+        tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(payload)
+        tmp.rename(out_dir / name)
+        written.append(name)
+    return written
