@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
 $(STAMP): pyproject.toml constraints.txt requirements-dev.txt \
           integrations/llama-index-postprocessor-at2/pyproject.toml integrations/langchain-at2/pyproject.toml
@@ -14,12 +15,17 @@ $(STAMP): pyproject.toml constraints.txt requirements-dev.txt \
 	$(PIP) -e . -e integrations/llama-index-postprocessor-at2 -e integrations/langchain-at2 -r requirements-dev.txt
 	touch $(STAMP)
 
+# Ray is an optional extra: only the tests install it (they run the Ray backend on a local 2-CPU instance).
+$(RAY_STAMP): $(STAMP)
+	$(PIP) -e ".[ray]"
+	touch $(RAY_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/at2-rag demo
 
-test: $(STAMP)
+test: $(STAMP) $(RAY_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 
 .PHONY: install demo test

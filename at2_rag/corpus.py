@@ -187,8 +187,11 @@ class ResultWriter:
         self._results = self.out.open("a", encoding="utf-8")
         self._errors = errors_path(self.out).open("a", encoding="utf-8")
         self.written = self.failed = 0
+        self.first_write: float | None = None
 
     def write(self, item: AttributionRecordResult | RecordError) -> None:
+        if self.first_write is None:
+            self.first_write = time.perf_counter()
         f = self._errors if isinstance(item, RecordError) else self._results
         f.write(item.model_dump_json() + "\n")
         f.flush()
@@ -197,6 +200,12 @@ class ResultWriter:
             self.failed += 1
         else:
             self.written += 1
+
+    def counts(self, skipped: int, start: float) -> dict:
+        """What a run did: records skipped, written and failed, seconds in all and until the first line."""
+        first = None if self.first_write is None else self.first_write - start
+        return {"skipped": skipped, "written": self.written, "errors": self.failed,
+                "seconds": time.perf_counter() - start, "first_result_seconds": first}
 
     def close(self) -> None:
         self._results.close()
@@ -222,5 +231,4 @@ def run_local(attributor: AT2Attributor, data: str | Path, out: str | Path, prog
                 writer.write(parsed)
                 continue
             writer.write(attribute_records(attributor, [parsed], [number])[0])
-    return {"skipped": len(done), "written": writer.written, "errors": writer.failed,
-            "seconds": time.perf_counter() - start}
+    return writer.counts(len(done), start)

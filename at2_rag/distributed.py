@@ -96,8 +96,7 @@ def run_ray(data: str | Path, out: str | Path, attributor_kwargs: dict, address:
         for row in tqdm(ds.iter_rows(), desc="attribute (ray)", disable=not progress):
             model = RecordError if row["kind"] == "error" else AttributionRecordResult
             writer.write(model.model_validate_json(row["json"]))
-    return {"skipped": len(done), "written": writer.written, "errors": writer.failed,
-            "seconds": time.perf_counter() - start}
+    return writer.counts(len(done), start)
 
 
 class ExampleCollector:

@@ -1,4 +1,5 @@
-"""Cost of attribution vs generation, forward pass, ESM-32 and eager output_attentions, by context length.
+"""Cost of attribution vs generation, forward pass, ESM-32 and eager output_attentions, by context length; the
+capture of all three feature families (attention weight, value norm, output norm) beside the paper's one.
 
 Everything is measured in one process on one model: wall time with time.perf_counter, and peak memory as
 the process's RSS high-water mark (reset before each measurement through /proc/self/clear_refs) or, on
@@ -19,11 +20,12 @@ import numpy as np
 import torch
 
 from at2_rag import AT2Attributor
-from at2_rag.attention import FeatureCapture
+from at2_rag.attention import DEFAULT_FAMILIES, FAMILIES, FeatureCapture
+from at2_rag.coefficients import CoefficientMetadata, Coefficients
 from at2_rag.eval.hotpotqa import load_hotpotqa
 from at2_rag.features import collect
 from at2_rag.prompts import build_prompt
-from at2_rag.scorers import ESMScorer
+from at2_rag.scorers import AT2Scorer, ESMScorer
 from at2_rag.sources import Source
 
 NEW_TOKENS = 32
@@ -94,14 +96,18 @@ def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, 
     row["generate_s"], row["generate_peak_mb"] = t, base_peak
     response = out[0]
 
-    def capture():
+    def capture(families=DEFAULT_FAMILIES):
         return FeatureCapture.for_spans([layout.token_spans], [0], len(ids), len(sources), lm.num_layers,
-                                        lm.num_heads, lm.device)
+                                        lm.num_heads, lm.device, families=families)
 
     t, peak, _ = measure(lambda: lm.generate([ids], NEW_TOKENS, capture=capture(), stop_at_eos=False), device, repeats)
     row["generate_with_capture_s"] = t
     row["at2_capture_overhead_s"] = t - row["generate_s"]
     row["at2_capture_extra_peak_mb"] = peak - base_peak
+    t, peak, _ = measure(lambda: lm.generate([ids], NEW_TOKENS, capture=capture(FAMILIES), stop_at_eos=False), device,
+                         repeats)
+    row["all_families_capture_overhead_s"] = t - row["generate_s"]
+    row["all_families_capture_extra_peak_mb"] = peak - base_peak
 
     t, forward_peak, _ = measure(lambda: lm.response_logprobs([ids], [response]), device, repeats)
     row["forward_s"], row["forward_peak_mb"] = t, forward_peak
@@ -112,6 +118,11 @@ def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, 
 
     t, peak, _ = measure(teacher_forced, device, repeats)
     row["at2_teacher_forced_s"] = t
+    job = collect(lm, [query], [sources], responses=[lm.decode(response)], families=FAMILIES)[0]
+    scorer = AT2Scorer(Coefficients(theta=torch.ones(len(FAMILIES) * lm.num_layers * lm.num_heads), metadata=(
+        CoefficientMetadata(model_id=lm.model_id, model_type=lm.fingerprint["model_type"], num_layers=lm.num_layers,
+                            num_heads=lm.num_heads, source_kind="passage", feature_family="+".join(FAMILIES)))))
+    row["all_families_score_s"], _, _ = measure(lambda: scorer.score(job), device, repeats)
     row["at2_extra_peak_mb"] = peak - forward_peak
     row["at2_extra_analytic_mb"] = lm.num_heads * NEW_TOKENS * len(ids) * 4 * 2 / 2**20
 
@@ -180,14 +191,16 @@ def main() -> None:
         "forward_time": exponent(lengths, [r["forward_s"] for r in rows]),
     }
     print(f"\n{result['model']} on {args.device} ({result['dtype']}, {result['threads']} threads)")
-    print(f"{'L':>6} {'tokens':>6} {'gen s':>7} {'fwd s':>7} {'capture +%':>10} {'TF/fwd':>7} {'ESM32/fwd':>9} "
-          f"{'AT2 +MB':>8} {'eager +MB':>10} {'AT2/eager mem':>13}")
+    print(f"{'L':>6} {'tokens':>6} {'gen s':>7} {'fwd s':>7} {'capture +%':>10} {'3 fam +%':>9} {'score ms':>9} "
+          f"{'TF/fwd':>7} {'ESM32/fwd':>9} {'AT2 +MB':>8} {'eager +MB':>10} {'AT2/eager mem':>13}")
     for n, r in zip(lengths, rows):
         esm = f"{r['esm32_s'] / r['forward_s']:>9.1f}" if "esm32_s" in r else f"{'-':>9}"
         eager = r["eager_attentions_extra_peak_mb"]
         at2_mem = max(r["at2_extra_peak_mb"], r["at2_extra_analytic_mb"])
         print(f"{n:>6} {r['prompt_tokens']:>6} {r['generate_s']:>7.2f} {r['forward_s']:>7.2f} "
               f"{100 * r['at2_capture_overhead_s'] / r['generate_s']:>9.1f}% "
+              f"{100 * r['all_families_capture_overhead_s'] / r['generate_s']:>8.1f}% "
+              f"{1000 * r['all_families_score_s']:>9.3f} "
               f"{r['at2_teacher_forced_s'] / r['forward_s']:>7.2f} {esm} {at2_mem:>8.1f} "
               f"{eager:>9.0f}{'*' if r.get('eager_attentions_estimated') else ' '} {at2_mem / eager:>13.5f}")
     print("* eager memory computed (layers x heads x L^2 x 4 bytes), too large to run here")
