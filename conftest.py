@@ -75,6 +75,42 @@ def tiny_attributor(tiny_lm, tiny_calibration):
                          calibration=tiny_calibration)
 
 
+def _eager_attentions(lm, ids):
+    """Full attention matrices from the eager implementation (the O(L^2) reference capture tests compare to)."""
+    import torch
+
+    previous = lm.model.config._attn_implementation
+    lm.model.set_attn_implementation("eager")
+    try:
+        with torch.inference_mode():
+            return lm.model(ids, output_attentions=True).attentions
+    finally:
+        lm.model.set_attn_implementation(previous)
+
+
+@pytest.fixture(scope="session")
+def eager_attentions():
+    return _eager_attentions
+
+
+@pytest.fixture(scope="session")
+def kykuit():
+    """A small three-passage question with a two-sentence answer (capture tests share it)."""
+    from types import SimpleNamespace
+
+    from at2_rag.sources import to_sources
+
+    return SimpleNamespace(
+        query="How many rooms does the Rockefeller house above Pocantico Hills have?",
+        response="Kykuit has 40 rooms. It was built for John D. Rockefeller.",
+        sources=to_sources([
+            ("Kykuit", "Kykuit is a 40-room historic house museum in Pocantico Hills, New York. It was built for "
+             "John D. Rockefeller."),
+            ("Union Church", "Union Church of Pocantico Hills is a historic church below the Kykuit estate."),
+            ("Stone Barns", "Stone Barns Center for Food & Agriculture is a non-profit farm in Pocantico Hills."),
+        ]))
+
+
 @pytest.fixture(scope="session")
 def validation_rows():
     from at2_rag.eval.hotpotqa import load_hotpotqa

@@ -7,29 +7,13 @@ from at2_rag.attention import FeatureCapture
 from at2_rag.features import collect
 from at2_rag.lm import LanguageModel
 from at2_rag.prompts import build_prompt
-from at2_rag.sources import to_sources
 
 pytestmark = pytest.mark.slow
 
-SOURCES = [
-    ("Kykuit", "Kykuit is a 40-room historic house museum in Pocantico Hills, New York, built for John D. Rockefeller."),
-    ("Union Church", "Union Church of Pocantico Hills is a historic church below the Kykuit estate."),
-    ("Stone Barns", "Stone Barns Center for Food & Agriculture is a non-profit farm in Pocantico Hills."),
-]
-QUERY = "How many rooms does the Rockefeller house above Pocantico Hills have?"
-RESPONSE = "Kykuit has 40 rooms. It was built for John D. Rockefeller."
 
-
-def eager_reference(lm: LanguageModel, layout, response_ids):
+def eager_reference(lm: LanguageModel, layout, response_ids, eager_attentions):
     """Features from the full eager attention matrices (the O(L^2) path we avoid)."""
-    ids = torch.tensor([layout.input_ids + response_ids[:-1]])
-    previous = lm.model.config._attn_implementation
-    lm.model.set_attn_implementation("eager")
-    try:
-        with torch.inference_mode():
-            attentions = lm.model(ids, output_attentions=True).attentions
-    finally:
-        lm.model.set_attn_implementation(previous)
+    attentions = eager_attentions(lm, torch.tensor([layout.input_ids + response_ids[:-1]]))
     prompt_len = len(layout.input_ids)
     per_layer = []
     for att in attentions:  # [1, heads, L, L]
@@ -47,10 +31,10 @@ def captured(lm, layout, response_ids):
     return capture.features()[0]
 
 
-def test_default_model_matches_eager(lm):
-    layout = build_prompt(lm.tokenizer, QUERY, to_sources(SOURCES))
-    response_ids = lm.encode_response(RESPONSE)
-    ours, reference = captured(lm, layout, response_ids), eager_reference(lm, layout, response_ids)
+def test_default_model_matches_eager(lm, kykuit, eager_attentions):
+    layout = build_prompt(lm.tokenizer, kykuit.query, kykuit.sources)
+    response_ids = lm.encode_response(kykuit.response)
+    ours, reference = captured(lm, layout, response_ids), eager_reference(lm, layout, response_ids, eager_attentions)
     assert ours.shape == (len(response_ids), 3, 30 * 9)
     assert torch.allclose(ours, reference, atol=1e-5, rtol=0)
 
@@ -65,34 +49,35 @@ def _tiny(config_cls, model_cls, lm, **extra):
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_neox"])
-def test_other_architectures_match_eager(lm, arch):
+def test_other_architectures_match_eager(lm, arch, kykuit, eager_attentions):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     if arch == "qwen2":
         tiny = _tiny(Qwen2Config, Qwen2ForCausalLM, lm, num_key_value_heads=2)  # grouped-query attention
     else:
         tiny = _tiny(GPTNeoXConfig, GPTNeoXForCausalLM, lm)
-    layout = build_prompt(tiny.tokenizer, QUERY, to_sources(SOURCES))
-    response_ids = tiny.encode_response(RESPONSE)
-    ours, reference = captured(tiny, layout, response_ids), eager_reference(tiny, layout, response_ids)
+    layout = build_prompt(tiny.tokenizer, kykuit.query, kykuit.sources)
+    response_ids = tiny.encode_response(kykuit.response)
+    ours = captured(tiny, layout, response_ids)
+    reference = eager_reference(tiny, layout, response_ids, eager_attentions)
     assert ours.shape == (len(response_ids), 3, 3 * 4)
     assert torch.allclose(ours, reference, atol=1e-5, rtol=0)
 
 
-def test_generation_capture_equals_teacher_forcing(lm):
+def test_generation_capture_equals_teacher_forcing(lm, kykuit):
     """Features captured while decoding (KV cache, one row per step) equal the one-pass teacher-forced ones."""
-    sources = to_sources(SOURCES)
-    generated = collect(lm, [QUERY], [sources], max_new_tokens=16)[0]
-    forced = collect(lm, [QUERY], [sources], responses=[generated.response])[0]
+    sources = kykuit.sources
+    generated = collect(lm, [kykuit.query], [sources], max_new_tokens=16)[0]
+    forced = collect(lm, [kykuit.query], [sources], responses=[generated.response])[0]
     assert generated.response_ids == forced.response_ids
     assert torch.allclose(generated.token_features, forced.token_features, atol=1e-5, rtol=0)
 
 
-def test_batched_capture_equals_single(lm):
+def test_batched_capture_equals_single(lm, kykuit):
     """Left padding in a batch does not change any item's features."""
-    short = to_sources(SOURCES[:2])
-    long = to_sources(SOURCES)
-    both = collect(lm, [QUERY, QUERY], [short, long], responses=[RESPONSE, "Forty."])
-    alone = collect(lm, [QUERY], [short], responses=[RESPONSE])[0]
+    short = kykuit.sources[:2]
+    long = kykuit.sources
+    both = collect(lm, [kykuit.query, kykuit.query], [short, long], responses=[kykuit.response, "Forty."])
+    alone = collect(lm, [kykuit.query], [short], responses=[kykuit.response])[0]
     assert torch.allclose(both[0].token_features, alone.token_features, atol=1e-5, rtol=0)
     assert both[1].token_features.shape[1] == 3

@@ -7,15 +7,6 @@ from at2_rag.attention import FAMILIES, FeatureCapture, parse_families
 from at2_rag.features import collect
 from at2_rag.lm import LanguageModel
 from at2_rag.prompts import build_prompt
-from at2_rag.sources import to_sources
-
-SOURCES = [
-    ("Kykuit", "Kykuit is a 40-room historic house museum in Pocantico Hills, New York. It was built for Rockefeller."),
-    ("Union Church", "Union Church of Pocantico Hills is a historic church below the Kykuit estate."),
-    ("Stone Barns", "Stone Barns Center for Food & Agriculture is a non-profit farm in Pocantico Hills."),
-]
-QUERY = "How many rooms does the Rockefeller house above Pocantico Hills have?"
-RESPONSE = "Kykuit has 40 rooms. It was built for John D. Rockefeller."
 
 
 def _tiny(arch: str, tokenizer) -> LanguageModel:
@@ -30,19 +21,14 @@ def _tiny(arch: str, tokenizer) -> LanguageModel:
     return LanguageModel(model, tokenizer, model_id=f"tiny-{arch}")
 
 
-def reference(lm: LanguageModel, layout, response_ids, spans) -> dict[str, torch.Tensor]:
+def reference(lm: LanguageModel, layout, response_ids, spans, eager_attentions) -> dict[str, torch.Tensor]:
     """Per family ``[rows, sources, layers * heads]`` from eager attention matrices and hooked value states."""
-    ids = torch.tensor([layout.input_ids + response_ids[:-1]])
     values = []
     hooks = [layer.self_attn.v_proj.register_forward_hook(lambda m, i, o: values.append(o[0].detach().float()))
              for layer in lm.model.model.layers]
-    previous = lm.model.config._attn_implementation
-    lm.model.set_attn_implementation("eager")
     try:
-        with torch.inference_mode():
-            attentions = lm.model(ids, output_attentions=True).attentions
+        attentions = eager_attentions(lm, torch.tensor([layout.input_ids + response_ids[:-1]]))
     finally:
-        lm.model.set_attn_implementation(previous)
         for hook in hooks:
             hook.remove()
     prompt_len = len(layout.input_ids)
@@ -71,11 +57,11 @@ def tiny(request, default_tokenizer):
     return _tiny(request.param, default_tokenizer)
 
 
-def test_each_family_matches_direct_computation(tiny):
-    layout = build_prompt(tiny.tokenizer, QUERY, to_sources(SOURCES))
-    response_ids = tiny.encode_response(RESPONSE)
+def test_each_family_matches_direct_computation(tiny, kykuit, eager_attentions):
+    layout = build_prompt(tiny.tokenizer, kykuit.query, kykuit.sources)
+    response_ids = tiny.encode_response(kykuit.response)
     spans = layout.token_spans + layout.sentence_token_spans
-    expected = reference(tiny, layout, response_ids, spans)
+    expected = reference(tiny, layout, response_ids, spans, eager_attentions)
     capture = FeatureCapture.for_spans([spans], [0], len(layout), len(spans), tiny.num_layers, tiny.num_heads,
                                        families=FAMILIES)
     tiny.response_logprobs([layout.input_ids], [response_ids], capture)
@@ -86,10 +72,10 @@ def test_each_family_matches_direct_computation(tiny):
         assert torch.allclose(ours[..., i * width : (i + 1) * width], expected[family], atol=1e-5, rtol=1e-4), family
 
 
-def test_family_subsets_select_the_same_columns(tiny):
-    sources = to_sources(SOURCES)
-    everything = collect(tiny, [QUERY], [sources], [RESPONSE], families=FAMILIES)[0]
-    only_values = collect(tiny, [QUERY], [sources], [RESPONSE], families=("value-norm",))[0]
+def test_family_subsets_select_the_same_columns(tiny, kykuit):
+    sources = kykuit.sources
+    everything = collect(tiny, [kykuit.query], [sources], [kykuit.response], families=FAMILIES)[0]
+    only_values = collect(tiny, [kykuit.query], [sources], [kykuit.response], families=("value-norm",))[0]
     assert torch.allclose(everything.family_features(["value-norm"]), only_values.features, atol=1e-6)
     assert torch.allclose(everything.at_level("sentence").family_features("output-norm+attention-weight"),
                           torch.cat([everything.at_level("sentence").family_features(["output-norm"]),
@@ -98,20 +84,20 @@ def test_family_subsets_select_the_same_columns(tiny):
         only_values.family_features(["output-norm"])
 
 
-def test_value_families_while_decoding_equal_teacher_forcing(tiny):
+def test_value_families_while_decoding_equal_teacher_forcing(tiny, kykuit):
     """With a KV cache (one row per step) the value families equal the one-pass teacher-forced ones."""
-    sources = to_sources(SOURCES)
-    generated = collect(tiny, [QUERY], [sources], max_new_tokens=8, families=FAMILIES, stop_at_blank_line=False)[0]
-    forced = collect(tiny, [QUERY], [sources], responses=[generated.response], families=FAMILIES)[0]
+    query, sources = kykuit.query, kykuit.sources
+    generated = collect(tiny, [query], [sources], max_new_tokens=8, families=FAMILIES, stop_at_blank_line=False)[0]
+    forced = collect(tiny, [query], [sources], responses=[generated.response], families=FAMILIES)[0]
     if generated.response_ids != forced.response_ids:
         pytest.skip("the random model's text does not round-trip through the tokenizer")
     assert torch.allclose(generated.token_features, forced.token_features, atol=1e-5, rtol=1e-4)
 
 
-def test_batched_value_families_equal_single(tiny):
-    sources = to_sources(SOURCES)
-    both = collect(tiny, [QUERY, QUERY], [sources[:2], sources], [RESPONSE, "Forty."], families=FAMILIES)
-    alone = collect(tiny, [QUERY], [sources[:2]], [RESPONSE], families=FAMILIES)[0]
+def test_batched_value_families_equal_single(tiny, kykuit):
+    query, sources = kykuit.query, kykuit.sources
+    both = collect(tiny, [query, query], [sources[:2], sources], [kykuit.response, "Forty."], families=FAMILIES)
+    alone = collect(tiny, [query], [sources[:2]], [kykuit.response], families=FAMILIES)[0]
     assert torch.allclose(both[0].token_features, alone.token_features, atol=1e-5, rtol=1e-4)
 
 
