@@ -171,7 +171,9 @@ def cmd_evaluate(args) -> None:
     coefficients = getattr(level_scorer, "coefficients", None)
     scorers = [make_scorer(name.strip(), coefficients) for name in args.scorers.split(",")]
     for path in args.extra_coefficients or []:
-        scorers.append(make_scorer("at2", _load_checked(attributor, path)))
+        extra = make_scorer("at2", _load_checked(attributor, path))
+        extra.name = f"at2[{Path(path).stem}]"  # one row per file, even when several share a family
+        scorers.append(extra)
     ks = tuple(int(k) for k in args.ks.split(","))
     result = evaluate_scorers(attributor, examples, scorers, ks=ks, work_dir=args.work_dir, shard=args.shard,
                               num_shards=args.num_shards, level=args.level, responses=args.responses)
