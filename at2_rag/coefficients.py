@@ -84,7 +84,8 @@ class Coefficients(BaseModel):
             metadata = CoefficientMetadata.model_validate(json.loads(raw))
         except (json.JSONDecodeError, ValidationError) as exc:
             raise CoefficientMismatchError(f"{path}: its '{METADATA_KEY}' metadata is not valid: {exc}") from exc
-        coefficients = cls(theta=theta.flatten().float(), metadata=metadata)
+        # clone: safetensors maps the file, and θ must not change if the file is overwritten while in use
+        coefficients = cls(theta=theta.flatten().float().clone(), metadata=metadata)
         coefficients.validate_values(str(path))
         return coefficients
 

@@ -22,6 +22,18 @@ def test_round_trip(tmp_path):
     loaded.check(FP)
 
 
+def test_loaded_theta_survives_the_file_being_overwritten(tmp_path):
+    """safetensors maps files: θ in use must not change when training writes a new file to the same path."""
+    import shutil
+
+    path = make().save(tmp_path / "c.safetensors")
+    loaded = Coefficients.load(path)
+    before = loaded.theta.clone()
+    other = make(model_id="org/other-model-with-a-longer-name").save(tmp_path / "other.safetensors")
+    shutil.copyfile(other, path)  # in place: same inode, new bytes
+    assert torch.equal(loaded.theta, before)
+
+
 def test_shape_mismatch(tmp_path):
     with pytest.raises(CoefficientMismatchError, match="24 layers x 9 heads"):
         Coefficients.load(make(layers=24).save(tmp_path / "c.safetensors")).check(FP)
