@@ -192,17 +192,18 @@ def evaluate_scorers(
             "seconds_per_example": float(np.mean([r["seconds"] for r in rows])),
             "mean_gold_rank": float(np.mean([r["gold_rank"] for r in rows])),
         }
+    mean_units = float(np.mean([next(iter(r.values())).get("n_units", 0) for r in per_example])) if per_example \
+        else 0.0
     return {
         "model": attributor.lm.model_id,
         "n_examples": len(mine),
         "n_lds_masks": n_lds_masks,
         "level": level,
         "responses": responses,
-        "mean_units": float(np.mean([next(iter(r.values())).get("n_units", 0) for r in per_example])) if per_example
-        else 0.0,
+        "mean_units": mean_units,
         "shard": shard,
         "num_shards": num_shards,
-        "random_gold_rank": (len(examples[0].sources) + 1) / 2 if examples else None,
+        "random_gold_rank": (mean_units + 1) / 2 if per_example else None,  # the mean of (units + 1) / 2
         "scorers": summary,
         "records": [{name: {k: v for k, v in r.items() if k != "scores"} for name, r in records.items()}
                     for records in per_example],
