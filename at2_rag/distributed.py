@@ -45,6 +45,18 @@ def init_ray(address: str | None = "local", num_cpus: int | None = None):
     return ray
 
 
+MAX_BLOCKS = 10_000
+
+
+def _num_blocks(data: Path, batch_size: int) -> int:
+    """One block per batch of lines (at most ``MAX_BLOCKS``). Ray's default packs a small file into a few large
+    blocks: an actor then returns a block's results only when all of it is done, so results land in bursts and a
+    crash loses a whole block of work."""
+    with data.open("rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    return max(1, min(MAX_BLOCKS, -(-lines // batch_size)))
+
+
 def _worker_resources(ray, num_gpus: float | None, num_cpus: float) -> dict:
     """One GPU per worker when the cluster has GPUs (unless told otherwise), CPU workers otherwise."""
     if num_gpus is None:
@@ -88,7 +100,8 @@ def run_ray(data: str | Path, out: str | Path, attributor_kwargs: dict, address:
     done = frozenset(finished_ids(out))
     start = time.perf_counter()
     # Reading takes no CPU reservation: with every CPU held by an attributor actor, a reserving read never starts.
-    ds = ray.data.read_text(str(Path(data).resolve()), num_cpus=0).map_batches(
+    data = Path(data).resolve()
+    ds = ray.data.read_text(str(data), num_cpus=0, override_num_blocks=_num_blocks(data, batch_size)).map_batches(
         RecordAttributor, fn_constructor_kwargs={"attributor_kwargs": attributor_kwargs, "done": done},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers), batch_format="numpy",
         **_worker_resources(ray, num_gpus, cpus_per_worker))

@@ -109,7 +109,7 @@ def test_ray_driver_killed_mid_run_resumes(reference, tiny_model_dir, tmp_path):
     from at2_rag.corpus import run_local
 
     attributor, _, ref_out, _ = reference
-    many = [{**r, "id": f"{r['id']}-{i}"} for i in range(20) for r in RECORDS if r["id"] in ("paris", "rome")]
+    many = [{**r, "id": f"{r['id']}-{i}"} for i in range(40) for r in RECORDS if r["id"] in ("paris", "rome")]
     data = _write_input(tmp_path / "in.jsonl", many, garbage=False)
     out = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "at2_rag.cli", "attribute", "--data", str(data), "--out", str(out),
@@ -119,7 +119,7 @@ def test_ray_driver_killed_mid_run_resumes(reference, tiny_model_dir, tmp_path):
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None and not (out.exists() and out.read_text().count("\n")):
-            time.sleep(0.1)
+            time.sleep(0.01)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
