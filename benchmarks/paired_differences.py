@@ -32,7 +32,8 @@ def tables(result: dict, scorer: str) -> str:
         cells += [f"{s['top_k_drop'][k]:.3f} [{s['top_k_drop_ci95'][k][0]:.3f}, {s['top_k_drop_ci95'][k][1]:.3f}]"
                   for k in ks]
         ratio = s["seconds_per_example"] / base_seconds if base_seconds else float("nan")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['seconds_per_example']:.4g} | {ratio:,.0f}x |")
+        times = f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['seconds_per_example']:.4g} | {times} |")
     lines += ["", f"Paired differences, {scorer} minus each scorer on the same examples (95% bootstrap); "
               "examples where it is higher / equal / lower:", "",
               "| vs | " + " | ".join("LDS" if m == "lds" else f"top-{m} drop" for m in metrics) + " |",
