@@ -1,5 +1,7 @@
 """Evidence, abstention and fusion contracts (no model needed)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,29 @@ def test_support_needs_the_answer_words_in_the_context():
                           threshold=0.5, answer_floor=0.2)
     values = {"lex_qa": np.array([[0.9, 0.1], [0.9, 0.1]]), "lex_a": np.array([[0.5, 0.0], [0.05, 0.0]])}
     assert model.supported(model.predict(values), values).tolist() == [True, False]
+
+
+def test_sub_contexts_keep_the_gold_passages_and_their_columns():
+    """Calibration sub-contexts: gold passages plus 0, 1, 3 distractors; components and labels are those of the
+    kept sentences, as if the context held only them (lexical parts recomputed, AT2 columns restricted)."""
+    from at2_rag.eval.calibrate import SUB_CONTEXT_DISTRACTORS, record_components, sub_contexts, supporting_labels
+    from at2_rag.eval.hotpotqa import load_hotpotqa
+
+    example = load_hotpotqa(Path(__file__).resolve().parents[2] / "shared/data/hotpotqa/train.jsonl", limit=1)[0]
+    n = sum(len(s.sentence_spans()) for s in example.sources)
+    rng = np.random.default_rng(0)
+    record = {"targets": [example.answer_sentence], "at2_sentence": rng.normal(size=(1, n)).tolist(),
+              "emb_qa": rng.normal(size=(1, n)).tolist()}
+    full_labels = supporting_labels(example, 1)
+    subs = sub_contexts(record, example, seed=0)
+    assert len(subs) == len(SUB_CONTEXT_DISTRACTORS)
+    for k, (values, labels) in zip(SUB_CONTEXT_DISTRACTORS, subs):
+        sizes = values["lex_qa"].shape[1]
+        assert labels.shape == (1, sizes) and labels.sum() == full_labels.sum()  # every supporting fact kept
+        gold_sentences = sum(len(example.sources[i].sentence_spans()) for i in example.gold)
+        assert sizes >= gold_sentences and (k > 0 or sizes == gold_sentences)
+        assert all(v.shape == (1, sizes) for v in values.values())
+    gold_only, _ = subs[0]
+    direct = record_components(record, example, example.gold)
+    for name in direct:
+        np.testing.assert_allclose(gold_only[name], direct[name])

@@ -6,6 +6,10 @@ AT2 passage and sentence scores; records are kept as JSON per row (resumable). F
 evidence models (pure AT2, AT2 + lexical, + embedding) on supporting-fact labels, their abstention
 thresholds, the default evidence model (by 5-fold cross-validation on train), and weighted reciprocal-rank
 fusion of AT2 with the retriever (question-embedding similarity) per drafter kind.
+
+Evidence models are fit on each row and on sub-contexts of it (the gold passages plus a few distractors: the
+size of a pruned RAG context), since their within-row standardised components depend on how many sentences a
+context holds; thresholds and cross-validated metrics come from the full rows.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ EVIDENCE_SETS = {
 }
 FUSION_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0, 1, 11))
 FUSION_KS = (1.0, 3.0, 10.0, 60.0)
+SUB_CONTEXT_DISTRACTORS = (0, 1, 3)
 
 
 def titled_sentences(example_sources, sentences) -> list[str]:
@@ -85,14 +90,38 @@ def collect_records(attributor: AT2Attributor, examples: Sequence[HotpotExample]
     return out
 
 
-def record_components(record: dict, example: HotpotExample) -> dict[str, np.ndarray]:
-    """Every evidence component for a record (embedding similarities come from the record)."""
-    sentences = [(i, a, b) for i, s in enumerate(example.sources) for a, b in s.sentence_spans()]
+def record_components(record: dict, example: HotpotExample, passages: Sequence[int] | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Every evidence component for a record (embedding similarities come from the record), over all source
+    sentences or those of ``passages`` only."""
+    passages = range(len(example.sources)) if passages is None else passages
+    columns = _columns(example, passages)
+    sentences = [(i, a, b) for i in passages for a, b in example.sources[i].sentence_spans()]
     values = components(example.question, record["targets"], titled_sentences(example.sources, sentences),
-                        np.asarray(record["at2_sentence"]))
-    values["emb_qa"] = np.asarray(record["emb_qa"])
+                        np.asarray(record["at2_sentence"])[:, columns])
+    values["emb_qa"] = np.asarray(record["emb_qa"])[:, columns]
     values["emb_qa_z"] = zscore(values["emb_qa"])
     return values
+
+
+def _columns(example: HotpotExample, passages: Sequence[int]) -> np.ndarray:
+    offsets = np.cumsum([0] + [len(s.sentence_spans()) for s in example.sources])
+    return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in passages]).astype(int)
+
+
+def sub_contexts(record: dict, example: HotpotExample, seed: int) -> list[tuple[dict, np.ndarray]]:
+    """(components, labels) of the row cut to its gold passages plus k random distractors, for each k in
+    ``SUB_CONTEXT_DISTRACTORS``. AT2 scores are the full pass's restricted to the kept sentences (no new pass):
+    what the components of a smaller context look like, not a re-run of the model on it."""
+    rng = np.random.default_rng(seed)
+    distractors = [i for i in range(len(example.sources)) if i not in example.gold]
+    labels = supporting_labels(example, len(record["targets"]))
+    out = []
+    for k in SUB_CONTEXT_DISTRACTORS:
+        picked = rng.choice(distractors, size=min(k, len(distractors)), replace=False).tolist()
+        passages = sorted({*example.gold, *picked})
+        out.append((record_components(record, example, passages), labels[:, _columns(example, passages)]))
+    return out
 
 
 def supporting_labels(example: HotpotExample, n_targets: int) -> np.ndarray:
@@ -111,13 +140,22 @@ def evidence_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray])
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
-def _cross_validated(name: str, names: Sequence[str], comps: list, labels: list, folds: int = 5) -> dict[str, float]:
-    """Ranking metrics of an evidence model scored on rows it was not fit on (``folds``-fold, by row)."""
+def _with_subs(comps: list, labels: list, subs: list, rows: Sequence[int]) -> tuple[list, list]:
+    """Components and labels of ``rows`` and of their sub-contexts, flattened."""
+    out_comps = [comps[i] for i in rows] + [c for i in rows for c, _ in subs[i]]
+    out_labels = [labels[i] for i in rows] + [lab for i in rows for _, lab in subs[i]]
+    return out_comps, out_labels
+
+
+def _cross_validated(name: str, names: Sequence[str], comps: list, labels: list, subs: list,
+                     folds: int = 5) -> dict[str, float]:
+    """Ranking metrics of an evidence model scored on full rows it was not fit on (``folds``-fold, by row;
+    fit on the other rows and their sub-contexts)."""
     scores: list = [None] * len(comps)
     for fold in range(folds):
         test = [i for i in range(len(comps)) if i % folds == fold]
         train = [i for i in range(len(comps)) if i % folds != fold]
-        model = fit_evidence_model(name, names, [comps[i] for i in train], [labels[i] for i in train])
+        model = fit_evidence_model(name, names, *_with_subs(comps, labels, subs, train))
         for i in test:
             scores[i] = model.predict(comps[i])
     return evidence_metrics(scores, labels)
@@ -155,14 +193,18 @@ def fit_fusion(records: Sequence[dict], examples: Sequence[HotpotExample], ks=(1
 
 def fit_calibration(attributor: AT2Attributor, records: dict[str, list[dict]], examples: Sequence[HotpotExample],
                     training_data: str) -> Calibration:
-    """Evidence models (fit on 'llm' records, thresholds on all records), default by cross-validation, fusion."""
+    """Evidence models (fit on 'llm' records and their sub-contexts; thresholds on all full records), default
+    by cross-validation on full rows, fusion."""
     comps = {kind: [record_components(r, ex) for r, ex in zip(records[kind], examples)] for kind in records}
     labels = {kind: [supporting_labels(ex, len(r["targets"])) for r, ex in zip(records[kind], examples)]
               for kind in records}
+    subs = {kind: [sub_contexts(r, ex, seed=i) for i, (r, ex) in enumerate(zip(records[kind], examples))]
+            for kind in records}
     evidence: dict[str, EvidenceModel] = {}
     cv: dict[str, float] = {}
     for name, names in EVIDENCE_SETS.items():
-        model = fit_evidence_model(name, names, comps["llm"], labels["llm"])
+        model = fit_evidence_model(name, names, *_with_subs(comps["llm"], labels["llm"], subs["llm"],
+                                                            range(len(examples))))
         tops, hits = [], []
         for kind in records:
             for values, lab in zip(comps[kind], labels[kind]):
@@ -171,7 +213,7 @@ def fit_calibration(attributor: AT2Attributor, records: dict[str, list[dict]], e
                 hits += lab[np.arange(len(prob)), prob.argmax(-1)].tolist()
         model.threshold = abstention_threshold(np.asarray(tops), np.asarray(hits, dtype=bool))
         model.answer_floor = answer_floor(model, comps["llm"], labels["llm"])
-        metrics = _cross_validated(name, names, comps["llm"], labels["llm"])
+        metrics = _cross_validated(name, names, comps["llm"], labels["llm"], subs["llm"])
         model.metrics = {f"train_cv_{key}": value for key, value in metrics.items()}
         evidence[name] = model
         cv[name] = metrics["recall@2"] + metrics["mrr"]
@@ -185,10 +227,11 @@ def fit_calibration(attributor: AT2Attributor, records: dict[str, list[dict]], e
         passage_coefficients=passage.digest if passage is not None else "",
         evidence=evidence, default_evidence=default, fusion=fusion, training_data=training_data,
         notes="evidence models: logistic regression on supporting-fact labels of 'llm' records (gold answer as a "
-              "short sentence); abstention: top-sentence probability >= a threshold for 80% precision over all "
-              "records, and answer-only TF-IDF overlap >= a floor keeping 90% of correctly cited answer sentences; "
-              "default evidence by 5-fold CV (recall@2 + MRR) among models that need no embedder; fusion: weighted "
-              "RRF of "
+              "short sentence), each row and its sub-contexts (gold passages + 0, 1, 3 random distractors; AT2 "
+              "scores of the full pass restricted to them); thresholds and cross-validated metrics on full rows; "
+              "abstention: top-sentence probability >= a threshold for 80% precision over all records, and "
+              "answer-only TF-IDF overlap >= a floor keeping 90% of correctly cited answer sentences; default "
+              "evidence by 5-fold CV (recall@2 + MRR) among models that need no embedder; fusion: weighted RRF of "
               "AT2 passage scores and MiniLM question similarity, grid-searched for mean gold recall@1..5, per "
               "drafter kind.",
     )
