@@ -104,8 +104,13 @@ def record_components(record: dict, example: HotpotExample, passages: Sequence[i
     return values
 
 
+def _offsets(example: HotpotExample) -> np.ndarray:
+    """Index of each passage's first sentence among all of the row's sentences (and the total at the end)."""
+    return np.cumsum([0] + [len(s.sentence_spans()) for s in example.sources])
+
+
 def _columns(example: HotpotExample, passages: Sequence[int]) -> np.ndarray:
-    offsets = np.cumsum([0] + [len(s.sentence_spans()) for s in example.sources])
+    offsets = _offsets(example)
     return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in passages]).astype(int)
 
 
@@ -126,7 +131,7 @@ def sub_contexts(record: dict, example: HotpotExample, seed: int) -> list[tuple[
 
 def supporting_labels(example: HotpotExample, n_targets: int) -> np.ndarray:
     """``[targets, source sentences]`` 1 where the sentence is a supporting fact of the row."""
-    offsets = np.cumsum([0] + [len(s.sentence_spans()) for s in example.sources])
+    offsets = _offsets(example)
     labels = np.zeros(int(offsets[-1]))
     for i, j in example.supporting:
         labels[offsets[i] + j] = 1
