@@ -121,8 +121,8 @@ def fit_evidence_model(name: str, names: Sequence[str], rows: Sequence[dict[str,
 
 
 def abstention_threshold(top_scores: np.ndarray, hits: np.ndarray, precision: float = 0.8) -> float:
-    """Lowest threshold t such that among items with score >= t, the hit rate is at least ``precision``
-    (and stays so for every higher threshold). Falls back to the highest score when none reaches it."""
+    """Lowest threshold t such that among items with score >= t, the hit rate is at least ``precision`` (the
+    deepest such cut; a shallower cut may dip below it). Falls back to the highest score when none reaches it."""
     order = np.argsort(-top_scores, kind="stable")
     cumulative = np.cumsum(hits[order]) / np.arange(1, len(order) + 1)
     ok = cumulative >= precision
