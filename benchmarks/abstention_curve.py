@@ -19,13 +19,14 @@ import numpy as np
 from at2_rag.eval.calibrate import (
     EVIDENCE_SETS,
     KINDS,
-    _with_subs,
+    fit_on_rows,
     record_components,
     sub_contexts,
     supporting_labels,
+    top_evidence,
 )
 from at2_rag.eval.hotpotqa import load_hotpotqa
-from at2_rag.evidence import abstention_threshold, fit_evidence_model
+from at2_rag.evidence import abstention_threshold
 
 DEPTHS = (10, 20, 40, 80, 120, 160)
 
@@ -44,17 +45,12 @@ def curve(folder: Path, examples, model_name: str, precision: float) -> dict:
     comps = {k: [record_components(r, e) for r, e in zip(records[k], examples)] for k in KINDS}
     labels = {k: [supporting_labels(e, len(r["targets"])) for r, e in zip(records[k], examples)] for k in KINDS}
     subs = [sub_contexts(r, e, seed=i) for i, (r, e) in enumerate(zip(records["llm"], examples))]
-    model = fit_evidence_model(model_name, EVIDENCE_SETS[model_name],
-                               *_with_subs(comps["llm"], labels["llm"], subs, range(len(examples))))
-    tops, hits, kinds = [], [], []
-    for kind in KINDS:
-        for values, lab in zip(comps[kind], labels[kind]):
-            prob = model.predict(values)
-            best = prob.argmax(-1)
-            tops += prob.max(-1).tolist()
-            hits += lab[np.arange(len(best)), best].tolist()
-            kinds += [kind] * len(best)
-    tops, hits, kinds = np.asarray(tops), np.asarray(hits, dtype=bool), np.asarray(kinds)
+    model = fit_on_rows(model_name, EVIDENCE_SETS[model_name], comps["llm"], labels["llm"], subs,
+                        range(len(examples)))
+    per_kind = {kind: top_evidence(model, comps[kind], labels[kind]) for kind in KINDS}
+    tops = np.concatenate([t for t, _ in per_kind.values()])
+    hits = np.concatenate([h for _, h in per_kind.values()])
+    kinds = np.concatenate([[kind] * len(t) for kind, (t, _) in per_kind.items()])
     order = np.argsort(-tops, kind="stable")
     cumulative = np.cumsum(hits[order]) / np.arange(1, len(order) + 1)
     return {

@@ -152,6 +152,23 @@ def _with_subs(comps: list, labels: list, subs: list, rows: Sequence[int]) -> tu
     return out_comps, out_labels
 
 
+def fit_on_rows(name: str, names: Sequence[str], comps: list, labels: list, subs: list,
+                rows: Sequence[int]) -> EvidenceModel:
+    """An evidence model fit on ``rows`` and on their sub-contexts."""
+    return fit_evidence_model(name, names, *_with_subs(comps, labels, subs, rows))
+
+
+def top_evidence(model: EvidenceModel, comps: list, labels: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per response sentence: the model's top-sentence probability and whether that sentence is a supporting
+    fact (what the abstention threshold is chosen on)."""
+    tops, hits = [], []
+    for values, lab in zip(comps, labels):
+        prob = model.predict(values)
+        tops += prob.max(-1).tolist()
+        hits += lab[np.arange(len(prob)), prob.argmax(-1)].tolist()
+    return np.asarray(tops), np.asarray(hits, dtype=bool)
+
+
 def _cross_validated(name: str, names: Sequence[str], comps: list, labels: list, subs: list,
                      folds: int = 5) -> dict[str, float]:
     """Ranking metrics of an evidence model scored on full rows it was not fit on (``folds``-fold, by row;
@@ -160,7 +177,7 @@ def _cross_validated(name: str, names: Sequence[str], comps: list, labels: list,
     for fold in range(folds):
         test = [i for i in range(len(comps)) if i % folds == fold]
         train = [i for i in range(len(comps)) if i % folds != fold]
-        model = fit_evidence_model(name, names, *_with_subs(comps, labels, subs, train))
+        model = fit_on_rows(name, names, comps, labels, subs, train)
         for i in test:
             scores[i] = model.predict(comps[i])
     return evidence_metrics(scores, labels)
@@ -208,15 +225,10 @@ def fit_calibration(attributor: AT2Attributor, records: dict[str, list[dict]], e
     evidence: dict[str, EvidenceModel] = {}
     cv: dict[str, float] = {}
     for name, names in EVIDENCE_SETS.items():
-        model = fit_evidence_model(name, names, *_with_subs(comps["llm"], labels["llm"], subs["llm"],
-                                                            range(len(examples))))
-        tops, hits = [], []
-        for kind in records:
-            for values, lab in zip(comps[kind], labels[kind]):
-                prob = model.predict(values)
-                tops += prob.max(-1).tolist()
-                hits += lab[np.arange(len(prob)), prob.argmax(-1)].tolist()
-        model.threshold = abstention_threshold(np.asarray(tops), np.asarray(hits, dtype=bool))
+        model = fit_on_rows(name, names, comps["llm"], labels["llm"], subs["llm"], range(len(examples)))
+        tops, hits = (np.concatenate(parts) for parts in zip(*(top_evidence(model, comps[kind], labels[kind])
+                                                               for kind in records)))
+        model.threshold = abstention_threshold(tops, hits)
         model.answer_floor = answer_floor(model, comps["llm"], labels["llm"])
         metrics = _cross_validated(name, names, comps["llm"], labels["llm"], subs["llm"])
         model.metrics = {f"train_cv_{key}": value for key, value in metrics.items()}
