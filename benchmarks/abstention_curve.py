@@ -19,10 +19,8 @@ import numpy as np
 from at2_rag.eval.calibrate import (
     EVIDENCE_SETS,
     KINDS,
+    evidence_inputs,
     fit_on_rows,
-    record_components,
-    sub_contexts,
-    supporting_labels,
     top_evidence,
 )
 from at2_rag.eval.hotpotqa import load_hotpotqa
@@ -42,10 +40,8 @@ def _records(folder: Path, n_rows: int) -> dict[str, list[dict]]:
 def curve(folder: Path, examples, model_name: str, precision: float) -> dict:
     """Threshold and cumulative hit rate at each depth of the top-probability ranking, pooled and per kind."""
     records = _records(folder, len(examples))
-    comps = {k: [record_components(r, e) for r, e in zip(records[k], examples)] for k in KINDS}
-    labels = {k: [supporting_labels(e, len(r["targets"])) for r, e in zip(records[k], examples)] for k in KINDS}
-    subs = [sub_contexts(r, e, seed=i) for i, (r, e) in enumerate(zip(records["llm"], examples))]
-    model = fit_on_rows(model_name, EVIDENCE_SETS[model_name], comps["llm"], labels["llm"], subs,
+    comps, labels, subs = evidence_inputs(records, examples)
+    model = fit_on_rows(model_name, EVIDENCE_SETS[model_name], comps["llm"], labels["llm"], subs["llm"],
                         range(len(examples)))
     per_kind = {kind: top_evidence(model, comps[kind], labels[kind]) for kind in KINDS}
     tops = np.concatenate([t for t, _ in per_kind.values()])

@@ -152,6 +152,16 @@ def _with_subs(comps: list, labels: list, subs: list, rows: Sequence[int]) -> tu
     return out_comps, out_labels
 
 
+def evidence_inputs(records: dict[str, list[dict]], examples: Sequence[HotpotExample]) -> tuple[dict, dict, dict]:
+    """Per drafter kind: each row's evidence components, supporting-fact labels and sub-contexts."""
+    comps = {kind: [record_components(r, ex) for r, ex in zip(records[kind], examples)] for kind in records}
+    labels = {kind: [supporting_labels(ex, len(r["targets"])) for r, ex in zip(records[kind], examples)]
+              for kind in records}
+    subs = {kind: [sub_contexts(r, ex, seed=i) for i, (r, ex) in enumerate(zip(records[kind], examples))]
+            for kind in records}
+    return comps, labels, subs
+
+
 def fit_on_rows(name: str, names: Sequence[str], comps: list, labels: list, subs: list,
                 rows: Sequence[int]) -> EvidenceModel:
     """An evidence model fit on ``rows`` and on their sub-contexts."""
@@ -217,11 +227,7 @@ def fit_calibration(attributor: AT2Attributor, records: dict[str, list[dict]], e
                     training_data: str) -> Calibration:
     """Evidence models (fit on 'llm' records and their sub-contexts; thresholds on all full records), default
     by cross-validation on full rows, fusion."""
-    comps = {kind: [record_components(r, ex) for r, ex in zip(records[kind], examples)] for kind in records}
-    labels = {kind: [supporting_labels(ex, len(r["targets"])) for r, ex in zip(records[kind], examples)]
-              for kind in records}
-    subs = {kind: [sub_contexts(r, ex, seed=i) for i, (r, ex) in enumerate(zip(records[kind], examples))]
-            for kind in records}
+    comps, labels, subs = evidence_inputs(records, examples)
     evidence: dict[str, EvidenceModel] = {}
     cv: dict[str, float] = {}
     for name, names in EVIDENCE_SETS.items():
