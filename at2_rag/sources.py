@@ -83,20 +83,46 @@ def to_sources(items: Sequence[SourceLike]) -> list[Source]:
     return sources
 
 
+_LIST_MARKER = re.compile(r"\s*(?:\(?(?:\d{1,3}|[A-Za-z]|[ivxlcIVXLC]{1,5})[.)]|[-*\u2022\u2023\u25e6\u2013\u2014])\s*")
+_REFERENCE = re.compile(r"\s*(?:\((?:[^()]{0,40})\)|\[[^\[\]]{0,20}\])[.,;]?\s*")
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of ``text`` (rule-based, any Unicode; whitespace between is left out)."""
+    """Character spans of the sentences of ``text`` (rule-based, any Unicode; whitespace between is left out).
+
+    A line break ends a sentence; a list marker ("2.", "b)", "-", "•") stays with its item, and a trailing
+    reference such as "(Passage 1)" or "[3]" stays with the sentence before it. Decimals ("3.5"), initials
+    and common abbreviations do not end a sentence.
+    """
     spans: list[tuple[int, int]] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        end = match.start() + len(match.group(0).rstrip())
-        if _ends_in_abbreviation(text[start:end]):
-            continue
-        if text[start:end].strip():
-            spans.append(_strip_span(text, start, end))
-        start = match.end()
-    if text[start:].strip():
-        spans.append(_strip_span(text, start, len(text)))
+    line_start = 0
+    for line in text.splitlines(keepends=True):
+        spans.extend(_line_spans(text, line_start, line_start + len(line.rstrip("\r\n"))))
+        line_start += len(line)
     return spans
+
+
+def _line_spans(text: str, start: int, stop: int) -> list[tuple[int, int]]:
+    """Sentences of one line ``text[start:stop]``, list markers and trailing references attached."""
+    pieces: list[tuple[int, int]] = []
+    line = text[start:stop]
+    cursor = 0
+    for match in _SENTENCE_END.finditer(line):
+        end = match.start() + len(match.group(0).rstrip())
+        if _ends_in_abbreviation(line[cursor:end]):
+            continue
+        if line[cursor:end].strip():
+            pieces.append((cursor, end))
+        cursor = match.end()
+    if line[cursor:].strip():
+        pieces.append((cursor, len(line)))
+    merged: list[tuple[int, int]] = []
+    for a, b in pieces:
+        if merged and (_LIST_MARKER.fullmatch(line[merged[-1][0] : merged[-1][1]]) or _REFERENCE.fullmatch(line[a:b])):
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return [_strip_span(text, start + a, start + b) for a, b in merged]
 
 
 def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
