@@ -72,6 +72,9 @@ class FeatureCapture:
         self.num_heads = num_heads
         self.families = parse_families(families)
         self._per_layer: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+        self._on_response: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]
+        self._token_logprobs: list[torch.Tensor] = []
+        self._token_entropy: list[torch.Tensor] = []
         self._calls = 0
         self._grams: dict[int, torch.Tensor] = {}
         self._spans = [self._column_spans(m) for m in self.source_matrix] if self._needs_values else []
@@ -132,8 +135,8 @@ class FeatureCapture:
             self._reduce(module, query[:, :, a : min(a + rows, q_len)], k, value, attention_mask, scaling, a, q_len)
             for a in range(first, q_len, rows)
         ]
-        per_source = torch.cat(chunks, dim=2)
-        self._per_layer[layer].append(per_source)
+        self._per_layer[layer].append(torch.cat([c[0] for c in chunks], dim=2))
+        self._on_response[layer].append(torch.cat([c[1] for c in chunks], dim=2))
 
     def _gram(self, module, heads: int, head_dim: int, device) -> torch.Tensor:
         """``[heads, d, d]`` Gram matrices ``W_O^h^T W_O^h`` of the output projection (once per module)."""
@@ -165,8 +168,11 @@ class FeatureCapture:
                 out.append(quad.clamp(min=0).sqrt())
         return out
 
-    def _reduce(self, module, query, k, value, attention_mask, scaling, first: int, q_len: int) -> torch.Tensor:
-        """Softmax rows ``first..first+rows`` of the query against all (float32) keys, reduced per source."""
+    def _reduce(self, module, query, k, value, attention_mask, scaling, first: int,
+                q_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax rows ``first..first+rows`` of the query against all (float32) keys, reduced per source; and
+        each row's attention mass on the keys after the prompt (the response so far: Lookback Lens's "new"
+        tokens), ``[batch, heads, rows]``."""
         q = query.float()
         batch, heads, n_rows, dim = q.shape
         k_len = k.shape[2]
@@ -191,23 +197,48 @@ class FeatureCapture:
             out.append(torch.matmul(weights[..., :prompt_len], self.source_matrix[:, None].to(weights.device)))
         if self._needs_values:
             out.extend(self._value_families(module, weights[..., :prompt_len], value[:, :, :prompt_len]))
-        return torch.cat(out, dim=-1)
+        return torch.cat(out, dim=-1), weights[..., prompt_len:].sum(-1)
+
+    def record_tokens(self, logits: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Keep each target row's log-probability of its token and the entropy of its next-token distribution
+        (``logits`` ``[batch, rows, vocab]``, ``tokens`` ``[batch, rows]``), so signals of the answer's own
+        probability come from the same pass."""
+        logp = torch.log_softmax(logits.float(), -1)
+        self._token_logprobs.append(logp.gather(-1, tokens[..., None])[..., 0])
+        self._token_entropy.append(-(logp.exp() * logp).sum(-1))
+
+    def token_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log-probabilities, entropies)``, each ``[batch, rows]``, of the rows recorded with ``record_tokens``."""
+        if not self._token_logprobs:
+            raise ValueError("no token log-probabilities were recorded in this capture")
+        return torch.cat(self._token_logprobs, dim=1), torch.cat(self._token_entropy, dim=1)
+
+    def response_attention(self) -> torch.Tensor:
+        """``[batch, rows, layers * heads]``: each target row's attention mass on the response tokens before it
+        (index ``layer * heads + head``)."""
+        self._check_layers()
+        layers = torch.stack([torch.cat(chunks, dim=2) for chunks in self._on_response])  # [L, batch, heads, rows]
+        n_layers, batch, heads, rows = layers.shape
+        return layers.permute(1, 3, 0, 2).reshape(batch, rows, n_layers * heads)
 
     def features(self) -> torch.Tensor:
         """``[batch, rows, sources, families * layers * heads]`` (float32), feature index
         ``family * layers * heads + layer * heads + head`` (families in ``self.families`` order)."""
-        missing = [i for i, chunks in enumerate(self._per_layer) if not chunks]
-        if missing:
-            raise UnsupportedModelError(
-                f"no attention was captured for layers {missing[:5]}...: the model does not route attention through "
-                "transformers' AttentionInterface (set attn_implementation to 'at2'), so AT2 cannot read it"
-            )
+        self._check_layers()
         layers = torch.stack([torch.cat(chunks, dim=2) for chunks in self._per_layer])
         n_layers, batch, heads, rows, columns = layers.shape
         n_families = len(self.families)
         layers = layers.reshape(n_layers, batch, heads, rows, n_families, columns // n_families)
         layers = layers.permute(1, 3, 5, 4, 0, 2)  # [batch, rows, sources, families, layers, heads]
         return layers.reshape(batch, rows, columns // n_families, n_families * n_layers * heads)
+
+    def _check_layers(self) -> None:
+        missing = [i for i, chunks in enumerate(self._per_layer) if not chunks]
+        if missing:
+            raise UnsupportedModelError(
+                f"no attention was captured for layers {missing[:5]}...: the model does not route attention through "
+                "transformers' AttentionInterface (set attn_implementation to 'at2'), so AT2 cannot read it"
+            )
 
 
 @contextmanager

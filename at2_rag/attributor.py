@@ -16,6 +16,7 @@ from . import cite as cite_policy
 from . import prune as prune_policy
 from .attention import FAMILIES
 from .coefficients import Coefficients, resolve, shipped_path
+from .detector import ContextVocabulary, SupportDetector, feature_row
 from .errors import InvalidInputError
 from .evidence import Calibration, Embedder, components
 from .features import AttributionJob, collect
@@ -23,6 +24,7 @@ from .lm import LanguageModel, load_model
 from .prompts import PromptTemplate, build_prompt
 from .results import Attribution, CitedResponse, PruneResult, SourceSentence, TargetScores
 from .scorers import AT2Scorer, AverageAttentionScorer, Scorer
+from .signals import no_context_logprobs, sentence_signals
 from .sources import SourceLike, to_sources
 from .validation import check_batch, check_cite, check_float, check_int, check_list, check_prune, check_text
 
@@ -54,7 +56,8 @@ class AT2Attributor:
 
     def __init__(self, lm: LanguageModel, scorer: Scorer, sentence_scorer: Scorer | None = None,
                  template: PromptTemplate | None = None, max_new_tokens: int = 64, truncate: bool = False,
-                 calibration: Calibration | None = None, evidence: str | None = None, embed: Embedder | None = None):
+                 calibration: Calibration | None = None, evidence: str | None = None, embed: Embedder | None = None,
+                 detector: SupportDetector | None = None, strictness: str | None = None):
         check_int(max_new_tokens, "max_new_tokens", allow_none=False)
         if not isinstance(truncate, bool):
             raise InvalidInputError(f"truncate must be a bool, not {truncate!r}")
@@ -67,6 +70,13 @@ class AT2Attributor:
         self.calibration = calibration
         self.embed = embed
         self.evidence = self._choose_evidence(evidence)
+        if detector is not None:
+            detector.check(lm.fingerprint)
+            detector.threshold(strictness)
+        elif strictness is not None:
+            raise InvalidInputError("strictness needs a support detector; none is loaded for this model")
+        self.detector = detector
+        self.strictness = strictness
         self._lock = threading.Lock()
 
     @classmethod
@@ -79,6 +89,7 @@ class AT2Attributor:
         dtype: str | None = None,
         allow_other_model: bool = False,
         calibration: str | os.PathLike | Calibration | None = None,
+        detector: str | os.PathLike | SupportDetector | bool | None = None,
         **kwargs,
     ) -> AT2Attributor:
         """Load ``model`` (None: the bundled SmolLM2-135M-Instruct), its AT2 coefficients and calibration.
@@ -87,11 +98,13 @@ class AT2Attributor:
         published AT2 estimator (.pt, or its hub repo id such as ``madrylab/at2-phi-4-mini-instruct``) or a
         ``Coefficients`` object; by default the files shipped for this model, and average attention (with a
         warning) when there are none. ``calibration``: evidence models and fusion weights (``at2-rag
-        calibrate``); by default the shipped file when it was fit with these coefficients. Other keyword
-        arguments go to the constructor (``max_new_tokens``, ``truncate``, ``evidence``, ``embed``, ``template``).
+        calibrate``); by default the shipped file when it was fit with these coefficients. ``detector``: the
+        support detector (``at2-rag fit-detector``) that decides ``supported``; by default the shipped file for
+        this model, ``False`` for none. Other keyword arguments go to the constructor (``max_new_tokens``,
+        ``truncate``, ``evidence``, ``embed``, ``template``, ``strictness``).
         Raises ``ModelLoadError``, ``CoefficientMismatchError`` or ``InvalidInputError`` on bad input.
         """
-        unknown = set(kwargs) - {"max_new_tokens", "truncate", "evidence", "embed", "template"}
+        unknown = set(kwargs) - {"max_new_tokens", "truncate", "evidence", "embed", "template", "strictness"}
         if unknown:
             raise InvalidInputError(f"unknown argument(s) {sorted(unknown)} for AT2Attributor.from_pretrained")
         lm = load_model(model, device, dtype)
@@ -106,7 +119,16 @@ class AT2Attributor:
                 calibration = None
         elif not isinstance(calibration, Calibration):
             calibration = Calibration.model_validate(json.loads(Path(calibration).read_text()))
-        return cls(lm, scorer, sentence_scorer, calibration=calibration, **kwargs)
+        if detector is None or detector is True:
+            shipped = shipped_path(lm.model_id, "detector")
+            detector = SupportDetector.load(shipped) if shipped else None
+            if detector is None:
+                logger.warning("no support detector ships for %s; 'supported' uses the evidence threshold", lm.model_id)
+        elif detector is False:
+            detector = None
+        elif not isinstance(detector, SupportDetector):
+            detector = SupportDetector.load(detector)
+        return cls(lm, scorer, sentence_scorer, calibration=calibration, detector=detector, **kwargs)
 
     def _choose_evidence(self, evidence: str | None) -> str:
         """The evidence model behind citations: the calibration's default unless named; 'raw' without one."""
@@ -149,10 +171,21 @@ class AT2Attributor:
             return collect(self.lm, queries, sources, responses, self.template, self.max_new_tokens,
                            truncate=self.truncate, families=families or self.families)
 
-    def score_job(self, job: AttributionJob, scorer: Scorer | None = None) -> Attribution:
+    def score_job(self, job: AttributionJob, scorer: Scorer | None = None, support: bool | None = None) -> Attribution:
         """Score a collected job: sources with this attributor's (or another) scorer, sentences with its
-        sentence scorer, both from the same captured pass."""
+        sentence scorer, both from the same captured pass; with ``support`` (default: when a detector is
+        loaded), also each sentence's support signals, which take one short pass without the context."""
         scorer = scorer or self.scorer
+        support = self.detector is not None if support is None else support
+        signals = [None] * len(job.targets)
+        if job.token_logprobs is not None:
+            start = time.perf_counter()
+            no_context = None
+            if support:
+                with self._lock:
+                    no_context = no_context_logprobs(self.lm, [job.query], [job.response_ids], job.template)[0]
+            signals = sentence_signals(job, no_context)
+            job.timings["support_s"] = time.perf_counter() - start
         start = time.perf_counter()
         scores = np.asarray(scorer.score(job.at_level("passage")), dtype=float)
         sentence_scores = np.asarray(self.sentence_scorer.score(job.at_level("sentence")), dtype=float)
@@ -165,8 +198,8 @@ class AT2Attributor:
             sources=job.sources,
             scores=scores.mean(0).tolist(),
             targets=[TargetScores(text=t.text, start=t.start, end=t.end, scores=row.tolist(),
-                                  sentence_scores=srow.tolist())
-                     for t, row, srow in zip(job.targets, scores, sentence_scores)],
+                                  sentence_scores=srow.tolist(), signals=sig)
+                     for t, row, srow, sig in zip(job.targets, scores, sentence_scores, signals)],
             sentences=sentences,
             sentence_scores=sentence_scores.mean(0).tolist(),
             scorer=scorer.name,
@@ -227,42 +260,84 @@ class AT2Attributor:
 
     def evidence_scores(self, attribution: Attribution,
                         evidence: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """``[response sentences, source sentences]`` evidence, and per response sentence whether it is
-        supported (None without a calibration: raw AT2 sentence scores, nothing abstains)."""
+        """``[response sentences, source sentences]`` evidence, and per response sentence whether the evidence
+        model's threshold calls it supported (None without a calibration: raw AT2 sentence scores)."""
+        probabilities, supported, _ = self._evidence(attribution, evidence)
+        return probabilities, supported
+
+    def _evidence(self, attribution: Attribution, evidence: str | None = None):
         name = self._evidence_name(evidence)
         at2 = np.array([t.sentence_scores for t in attribution.targets])
         if name == "raw":
-            return at2, None
+            return at2, None, None
         model = self.calibration.evidence[name]
         titled = [f"{attribution.sources[s.source_index].title}: {s.text}" if attribution.sources[s.source_index].title
                   else s.text for s in attribution.sentences]
         values = components(attribution.query, [t.text for t in attribution.targets], titled, at2,
                             self.embed if model.needs_embedding else None)
         probabilities = model.predict(values)
-        return probabilities, model.supported(probabilities, values)
+        return probabilities, model.supported(probabilities, values), values
+
+    def support_inputs(self, attribution: Attribution, evidence: str | None = None) -> list[dict[str, float]]:
+        """The support detector's inputs for each response sentence (needs signals: ``score_job(support=True)``;
+        ``evidence`` defaults to the hybrid model the detector is fit with)."""
+        if evidence is None:
+            evidence = "hybrid" if self.calibration is not None and "hybrid" in self.calibration.evidence else "raw"
+        probabilities, _, values = self._evidence(attribution, evidence)
+        if any(t.signals is None for t in attribution.targets):
+            raise InvalidInputError("this attribution carries no support signals (score it with support=True)")
+        vocabulary = ContextVocabulary([attribution.query, *(s.title or "" for s in attribution.sources),
+                                        *(s.text for s in attribution.sources)])
+        n = len(attribution.targets)
+        rows = []
+        for t, target in enumerate(attribution.targets):
+            evidence_values = {"evidence_top": float(probabilities[t].max()),
+                               "lexical_top": float(values["lex_a"][t].max()) if values is not None else 0.0}
+            rows.append(feature_row(target.signals, vocabulary.facts(target.text, t, n), evidence_values))
+        return rows
+
+    def support(self, attribution: Attribution, strictness: str | None = None):
+        """Per response sentence: (calibrated support probability, supported at ``strictness``, unsupported
+        char spans in the response). Needs the support detector."""
+        if self.detector is None:
+            raise InvalidInputError("no support detector is loaded")
+        threshold = self.detector.threshold(strictness or self.strictness)
+        if any(t.signals is None or t.signals.pmi_mean is None for t in attribution.targets):
+            raise InvalidInputError("this attribution was scored without support signals; attribute it with this "
+                                    "attributor (its detector asks for them)")
+        probability = self.detector.support(self.support_inputs(attribution))
+        vocabulary = ContextVocabulary([attribution.query, *(s.title or "" for s in attribution.sources),
+                                        *(s.text for s in attribution.sources)])
+        spans = [vocabulary.unsupported_spans(t.text, t.start) for t in attribution.targets]
+        return probability, probability >= threshold, spans
 
     def cite_attribution(self, attribution: Attribution, max_sources: int = 3, relative_threshold: float = 0.5,
-                         evidence: str | None = None) -> CitedResponse:
-        """Citations from an attribution already computed."""
+                         evidence: str | None = None, strictness: str | None = None) -> CitedResponse:
+        """Citations from an attribution already computed: the evidence model picks what to cite, the support
+        detector (when loaded) decides whether each sentence is supported at all."""
         check_cite(max_sources, relative_threshold)
         scores, supported = self.evidence_scores(attribution, evidence)
+        support = spans = None
+        if self.detector is not None and self._evidence_name(evidence) != "raw":
+            support, supported, spans = self.support(attribution, strictness)
         return cite_policy.cite(attribution, scores, supported, self._evidence_name(evidence), max_sources,
-                                relative_threshold)
+                                relative_threshold, support=support, spans=spans)
 
     def cite(self, query: str, sources: Sequence[SourceLike], response: str | None = None,
-             max_sources: int = 3, relative_threshold: float = 0.5, evidence: str | None = None) -> CitedResponse:
+             max_sources: int = 3, relative_threshold: float = 0.5, evidence: str | None = None,
+             strictness: str | None = None) -> CitedResponse:
         """Per-sentence citations of ``response`` (or of this model's own answer when None): the cited sources,
-        the sentences inside them, and ``supported=False`` where the evidence is too weak to cite."""
+        the sentences inside them, and ``supported=False`` where the context does not support the sentence."""
         check_cite(max_sources, relative_threshold)
         return self.cite_attribution(self.attribute(query, sources, response), max_sources, relative_threshold,
-                                     evidence)
+                                     evidence, strictness)
 
     def cite_batch(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
                    responses: Sequence[str | None], max_sources: int = 3, relative_threshold: float = 0.5,
-                   evidence: str | None = None) -> list[CitedResponse]:
+                   evidence: str | None = None, strictness: str | None = None) -> list[CitedResponse]:
         """``cite`` for several items in one padded batch."""
         check_cite(max_sources, relative_threshold)
-        return [self.cite_attribution(a, max_sources, relative_threshold, evidence)
+        return [self.cite_attribution(a, max_sources, relative_threshold, evidence, strictness)
                 for a in self.attribute_batch(queries, sources, responses)]
 
     def generate(self, query: str, sources: Sequence[SourceLike]) -> str:

@@ -16,6 +16,8 @@ def cite(
     max_sources: int = 3,
     relative_threshold: float = 0.5,
     sentences_per_source: int = 2,
+    support: np.ndarray | None = None,
+    spans: list[list[tuple[int, int]]] | None = None,
 ) -> CitedResponse:
     """Cite, per response sentence, the best source sentence plus any other whose evidence is at least
     ``relative_threshold`` x the best, grouped by source (at most ``max_sources`` sources).
@@ -51,8 +53,10 @@ def cite(
             )
             for source, picked in grouped.items()
         ]
-        citations.append(Citation(sentence=target.text, start=target.start, end=target.end, supported=is_supported,
-                                  support=best, sources=cited))
+        citations.append(Citation(
+            sentence=target.text, start=target.start, end=target.end, supported=is_supported,
+            support=float(support[t]) if support is not None else best, evidence=best, sources=cited,
+            unsupported_spans=[] if is_supported or spans is None else spans[t]))
         if not is_supported:
             unsupported.append(target.text)
     return CitedResponse(response=attribution.response, citations=citations,

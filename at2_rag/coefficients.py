@@ -143,12 +143,13 @@ def shipped_files(model_id: str, kind: str = "passage") -> list[Path]:
 
 
 def shipped_path(model_id: str, kind: str = "passage") -> Path | None:
-    """Path of a file shipped in the package for a model id: the ``calibration`` (.json), or for
-    ``passage``/``sentence`` the coefficient file with the best held-out correlation on its training data."""
-    if kind not in (*SOURCE_KINDS, "calibration"):
-        raise InvalidInputError(f"kind must be one of {SOURCE_KINDS + ('calibration',)}, not {kind!r}")
-    if kind == "calibration":
-        path = _shipped_dir() / (model_id.replace("/", "__") + ".calibration.json")
+    """Path of a file shipped in the package for a model id: the ``calibration`` or support ``detector``
+    (.json), or for ``passage``/``sentence`` the coefficient file with the best held-out correlation on its
+    training data."""
+    if kind not in (*SOURCE_KINDS, "calibration", "detector"):
+        raise InvalidInputError(f"kind must be one of {SOURCE_KINDS + ('calibration', 'detector')}, not {kind!r}")
+    if kind in ("calibration", "detector"):
+        path = _shipped_dir() / (model_id.replace("/", "__") + f".{kind}.json")
         return path if path.is_file() else None
     files = shipped_files(model_id, kind)
     return max(files, key=lambda p: held_out_correlation(Coefficients.load(p).metadata)) if files else None

@@ -38,6 +38,9 @@ class AttributionJob:
     targets: list[Target]
     passage_token_features: torch.Tensor  # [response tokens, sources, families * layers * heads], float32
     sentence_token_features: torch.Tensor  # [response tokens, sentences, families * layers * heads], float32
+    response_attention: torch.Tensor | None = None  # [response tokens, layers * heads]: attention on the answer so far
+    token_logprobs: torch.Tensor | None = None  # [response tokens]: log p(token | context, answer so far)
+    token_entropy: torch.Tensor | None = None  # [response tokens]: entropy of the next-token distribution
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     level: str = "passage"
@@ -149,7 +152,7 @@ def collect(
         fitted.append(srcs)
         trimmed.append(was_trimmed)
         response_ids.append(ids)
-    features: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(queries)
+    features: list[tuple[torch.Tensor, ...] | None] = [None] * len(queries)
     timings: list[dict[str, float]] = [{} for _ in queries]
     for generated in (True, False):
         idx = [i for i, ids in enumerate(response_ids) if (ids is None) == generated]
@@ -178,11 +181,14 @@ def collect(
             lm.response_logprobs([lay.input_ids for lay in batch_layouts], [response_ids[i] for i in idx], capture)
             label = "forward_s"
         elapsed = (time.perf_counter() - start) / len(idx)
-        feats = capture.features()
+        feats, on_response = capture.features(), capture.response_attention()
+        logprobs, entropy = capture.token_stats()
         for b, i in enumerate(idx):
             n_passages, n_sentences = len(layouts[i].token_spans), len(layouts[i].sentence_token_spans)
-            rows = feats[b, : len(response_ids[i])]
-            features[i] = (rows[:, :n_passages], rows[:, n_passages : n_passages + n_sentences])
+            n = len(response_ids[i])
+            rows = feats[b, :n]
+            features[i] = (rows[:, :n_passages], rows[:, n_passages : n_passages + n_sentences],
+                           on_response[b, :n], logprobs[b, :n], entropy[b, :n])
             timings[i][label] = elapsed
     jobs = []
     for i, query in enumerate(queries):
@@ -191,8 +197,8 @@ def collect(
         text, targets = split_targets(lm.tokenizer, response_ids[i], sentence_targets, responses[i], ends[i])
         jobs.append(
             AttributionJob(
-                lm, query, fitted[i], layouts[i], template, response_ids[i], text, targets,
-                features[i][0], features[i][1], timings[i], trimmed[i], families=families,
+                lm, query, fitted[i], layouts[i], template, response_ids[i], text, targets, *features[i],
+                timings=timings[i], truncated=trimmed[i], families=families,
             )
         )
     return jobs

@@ -140,6 +140,8 @@ class LanguageModel:
                     use_cache=True, logits_to_keep=1,
                 ).logits[:, -1]
                 token = logits.argmax(-1)
+                if capture is not None:
+                    capture.record_tokens(logits[:, None], token[:, None])
                 for i in range(len(prompts)):
                     if not done[i]:
                         out[i].append(int(token[i]))
@@ -202,6 +204,8 @@ class LanguageModel:
                 targets[i, : len(r)] = torch.tensor(list(r), device=logits.device)
                 valid[i, : len(r)] = True
             logprobs = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * valid
+            if capture is not None:
+                capture.record_tokens(logits, targets)
         return (logprobs, embeds) if grad_embeddings else logprobs
 
     def chat(self, message: str, max_new_tokens: int = 64) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .errors import InvalidInputError
+from .signals import SentenceSignals
 from .sources import Source
 
 
@@ -24,6 +25,8 @@ class TargetScores(BaseModel):
     end: int
     scores: list[float]
     sentence_scores: list[float] = Field(default_factory=list, description="One per ``Attribution.sentences``.")
+    signals: SentenceSignals | None = Field(default=None, description="Inputs of the support detector from the "
+                                            "same pass (lookback ratios, log-probabilities with and without context).")
 
 
 class SourceSentence(BaseModel):
@@ -110,10 +113,16 @@ class Citation(BaseModel):
     sentence: str
     start: int
     end: int
-    supported: bool = Field(description="The best evidence reaches the calibrated threshold; "
-                            "unsupported sentences get no [n] marker.")
-    support: float = Field(description="Evidence score of the best source sentence: with the shipped hybrid "
-                           "evidence model, an estimate of the probability that it is a supporting fact.")
+    supported: bool = Field(description="The support detector's decision at the chosen strictness (without a "
+                            "detector: the best evidence reaches the calibrated threshold); unsupported sentences "
+                            "get no [n] marker.")
+    support: float = Field(description="With the shipped detector: the calibrated probability that the context "
+                           "supports this sentence. Without one: the evidence score of the best source sentence.")
+    evidence: float = Field(default=0.0, description="Evidence score of the best source sentence (the ranking "
+                            "that picks what to cite).")
+    unsupported_spans: list[tuple[int, int]] = Field(
+        default_factory=list, description="Char spans in the response of the words the context does not support "
+        "(inside unsupported sentences only).")
     sources: list[CitedSource] = Field(description="Cited sources, best first (empty when unsupported).")
 
 
@@ -126,6 +135,17 @@ class CitedResponse(BaseModel):
     unsupported: list[str] = Field(default_factory=list, description="Response sentences without enough evidence.")
     evidence: str = Field(default="at2", description="The evidence scorer behind the citations.")
     attribution: Attribution
+
+    def to_html(self, kept: list[int] | None = None, ranking: list[float] | None = None,
+                retriever_scores: list[float] | None = None, title: str | None = None) -> str:
+        """A self-contained HTML fragment: the answer with [n] markers and unsupported marks, and the passages
+        with their sentences shaded by AT2 (``kept``/``ranking``/``retriever_scores``: from pruning)."""
+        from .view import cited_html
+
+        return cited_html(self, kept=kept, ranking=ranking, retriever_scores=retriever_scores, title=title)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
 
 
 class PruneResult(BaseModel):

@@ -1,0 +1,183 @@
+"""Is an answer sentence supported by the context at all? A detector fit on labelled RAG answers.
+
+Citing (which source sentence supports a claim) is a ranking and stays with the evidence model. Whether
+anything supports it is a classification with its own labels (answers with human-marked unsupported spans)
+and its own features: the model-derived signals of ``signals.py``, the evidence model's best score, and
+lexical facts (numbers and names absent from the context, content-word coverage). A logistic model over them,
+calibrated by isotonic regression on a held-out part of its training data, gives ``support``: the estimated
+probability that the sentence is supported. ``strictness`` picks the operating point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .errors import CoefficientMismatchError
+from .signals import SentenceSignals
+
+_WORD = re.compile(r"[^\W_]+(?:[.,'’-][^\W_]+)*", re.UNICODE)
+_NUMBER = re.compile(r"^\d[\d.,]*$")
+_META = {"passage", "passages", "provided", "mention", "mentioned", "mentions", "information", "context",
+         "sorry", "unable", "document", "documents", "article", "sources", "specified", "specify", "question"}
+STOPWORDS = frozenset("""a an the and or but if then than that this these those is are was were be been being am
+of in on at to for from by with without about into over under as it its it's they them their there here he she his
+her him we our you your i me my not no nor so such can could may might will would shall should do does did done
+has have had having which who whom whose what when where why how all any both each few more most other some own
+same very just also only too up down out off again further once s t also however while because during before after
+above below between through until against among within upon per via one two""".split())
+LEXICAL = ("coverage", "novel_content", "novel_numbers", "novel_names", "bigram_coverage", "log_words", "meta",
+           "position", "first")
+MODEL = ("source_attention", "logprob_mean", "logprob_min", "entropy_mean", "no_context_logprob_mean",
+         "pmi_mean", "pmi_min")
+EVIDENCE = ("evidence_top", "lexical_top")
+STRICTNESS = ("lenient", "balanced", "strict")
+
+
+def _stem(word: str) -> str:
+    word = word.lower().replace(",", "")
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def words(text: str) -> list[re.Match]:
+    return list(_WORD.finditer(text))
+
+
+class ContextVocabulary:
+    """Stems and stem bigrams of the context (question + sources), for lexical support facts."""
+
+    def __init__(self, texts: Sequence[str]):
+        self.stems: set[str] = set()
+        self.bigrams: set[tuple[str, str]] = set()
+        for text in texts:
+            stems = [_stem(m.group(0)) for m in words(text)]
+            self.stems.update(stems)
+            self.bigrams.update(zip(stems, stems[1:]))
+
+    def novel(self, word: str) -> bool:
+        """A content word, number or name of the answer that the context never uses."""
+        stem = _stem(word)
+        return stem not in STOPWORDS and stem not in self.stems
+
+    def facts(self, sentence: str, index: int, count: int) -> dict[str, float]:
+        found = words(sentence)
+        tokens = [m.group(0) for m in found]
+        stems = [_stem(t) for t in tokens]
+        content = [(t, s) for t, s in zip(tokens, stems) if s not in STOPWORDS]
+        novel = [t for t, s in content if s not in self.stems]
+        pairs = [p for p in zip(stems, stems[1:]) if not (p[0] in STOPWORDS and p[1] in STOPWORDS)]
+        return {
+            "coverage": 1.0 - len(novel) / len(content) if content else 1.0,
+            "novel_content": float(len(novel)),
+            "novel_numbers": float(sum(bool(_NUMBER.match(t)) for t in novel)),
+            "novel_names": float(sum(t[:1].isupper() for t in novel[1:] if tokens and t != tokens[0])),
+            "bigram_coverage": sum(p in self.bigrams for p in pairs) / len(pairs) if pairs else 1.0,
+            "log_words": float(np.log1p(len(tokens))),
+            "meta": float(sum(s in _META for s in stems)),
+            "position": index / max(1, count - 1),
+            "first": float(index == 0),
+        }
+
+    def unsupported_spans(self, sentence: str, offset: int = 0, gap: int = 2) -> list[tuple[int, int]]:
+        """Char spans (shifted by ``offset``) of runs of novel words, bridging up to ``gap`` known words; the
+        whole sentence when no word is novel (the claim as a whole is what the context lacks)."""
+        found = words(sentence)
+        spans: list[list[int]] = []
+        last = -10
+        for k, m in enumerate(found):
+            if self.novel(m.group(0)):
+                if spans and k - last <= gap + 1:
+                    spans[-1][1] = m.end()
+                else:
+                    spans.append([m.start(), m.end()])
+                last = k
+        if not spans:
+            return [(offset, offset + len(sentence))]
+        return [(offset + a, offset + b) for a, b in spans]
+
+
+def feature_row(signals: SentenceSignals, lexical: dict[str, float], evidence: dict[str, float]) -> dict[str, float]:
+    """Every detector input of one answer sentence, by name (lookback ratios as ``lookback_<i>``)."""
+    row = dict(lexical)
+    row.update(evidence)
+    for name in MODEL:
+        value = getattr(signals, name)
+        row[name] = 0.0 if value is None else float(value)
+    row.update({f"lookback_{i}": v for i, v in enumerate(signals.lookback)})
+    return row
+
+
+class SupportDetector(BaseModel):
+    """Logistic model over named detector inputs, isotonic calibration, and operating points by strictness."""
+
+    model_id: str
+    num_layers: int
+    num_heads: int
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    weights: list[float]
+    bias: float
+    calibration_x: list[float] = Field(description="Isotonic calibration knots: raw logistic probability ...")
+    calibration_y: list[float] = Field(description="... and the calibrated probability of being supported.")
+    thresholds: dict[str, float] = Field(description="Least calibrated support for ``supported=True``, per "
+                                         "strictness ('lenient' flags fewest sentences, 'strict' most).")
+    default_strictness: str = "balanced"
+    metrics: dict[str, float] = Field(default_factory=dict, description="Held-out train numbers from the fit.")
+    training_data: str = ""
+    command: str = ""
+    notes: str = ""
+
+    def check(self, fingerprint: dict) -> None:
+        """Refuse a detector fit for another model or shape (its lookback inputs index that model's heads)."""
+        mine = (self.model_id, self.num_layers, self.num_heads)
+        theirs = (fingerprint.get("model_id"), fingerprint.get("num_layers"), fingerprint.get("num_heads"))
+        if mine != theirs:
+            raise CoefficientMismatchError(f"the support detector was fit for {mine}, not {theirs}")
+
+    def threshold(self, strictness: str | None = None) -> float:
+        name = strictness or self.default_strictness
+        if name not in self.thresholds:
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"strictness must be one of {sorted(self.thresholds)}, not {name!r}")
+        return self.thresholds[name]
+
+    def raw(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
+        """Uncalibrated logistic probability of being supported, per row."""
+        x = np.array([[row[f] for f in self.features] for row in rows], dtype=float).reshape(len(rows), -1)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
+
+    def support(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
+        """Calibrated probability that each sentence is supported by the context."""
+        return np.interp(self.raw(rows), self.calibration_x, self.calibration_y)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.model_dump(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> SupportDetector:
+        try:
+            detector = cls.model_validate(json.loads(Path(path).read_text()))
+        except (ValueError, OSError) as exc:
+            raise CoefficientMismatchError(f"{path} is not a support detector file: {exc}") from exc
+        if len(detector.weights) != len(detector.features) or len(detector.mean) != len(detector.features) or \
+                len(detector.scale) != len(detector.features):
+            raise CoefficientMismatchError(f"{path}: weights, mean and scale must have one entry per feature")
+        if not np.all(np.isfinite(detector.weights)) or len(detector.calibration_x) != len(detector.calibration_y):
+            raise CoefficientMismatchError(f"{path}: non-finite weights or a broken calibration table")
+        return detector

@@ -1,0 +1,479 @@
+"""Labelled RAG answers: read them, turn their spans into sentence labels, collect the support detector's inputs
+(one attribution pass + one short pass per answer, cached), fit the detector (`at2-rag fit-detector`) and
+benchmark it against baselines (`at2-rag bench hallucination`).
+
+Data format (one JSON object per line): ``{"id", "question", "passages": [str], "response",
+"hallucinated_spans": [[start, end], ...], "task"?, "model"?, "source_id"?, "unjudged_spans"?}``. A response
+sentence is unsupported when a labelled span overlaps it; a sentence mostly inside ``unjudged_spans`` is left
+out of fitting and sentence-level metrics. Parts: answers are split by their source (``source_id``, else the
+question) with a hash, so every answer to one context lands in the same part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from ..attributor import AT2Attributor
+from ..detector import LEXICAL, MODEL, STRICTNESS, SupportDetector
+from ..errors import AT2Error
+
+SUMMARY_QUERY = "Summarize the passages."
+PARTS = ("train", "calibration", "validation")
+
+
+class LabelledAnswer(BaseModel):
+    id: str
+    dataset: str = ""
+    task: str = ""
+    model: str = ""
+    group: str
+    question: str
+    passages: list[str]
+    response: str
+    spans: list[tuple[int, int]]
+    unjudged: list[tuple[int, int]] = []
+
+
+def part_of(group: str) -> str:
+    """'validation' for 20% of groups, 'calibration' for 20%, 'train' for the rest (stable hash)."""
+    bucket = int(hashlib.sha256(group.encode()).hexdigest(), 16) % 5
+    return "validation" if bucket == 0 else "calibration" if bucket == 1 else "train"
+
+
+def read_answers(path: str | Path, part: str | None = None) -> list[LabelledAnswer]:
+    """Answers of a file in the shared format (``part``: only that part; None: all)."""
+    out = []
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            group = str(row.get("source_id") or row.get("halueval_row") or row["question"] or row["id"])
+            answer = LabelledAnswer(
+                id=str(row["id"]), dataset=row.get("dataset", ""), task=row.get("task", ""),
+                model=row.get("model", ""), group=f"{row.get('dataset', '')}:{group}",
+                question=row["question"].strip() or SUMMARY_QUERY, passages=list(row["passages"]),
+                response=row["response"], spans=[tuple(s) for s in row.get("hallucinated_spans", [])],
+                unjudged=[tuple(s) for s in row.get("unjudged_spans", [])])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{line_no}: not a labelled answer ({exc})") from exc
+        if part is None or part_of(answer.group) == part:
+            out.append(answer)
+    return out
+
+
+def _overlap(a: int, b: int, spans: Iterable[tuple[int, int]]) -> int:
+    return sum(max(0, min(b, e) - max(a, s)) for s, e in spans)
+
+
+def sentence_labels(answer: LabelledAnswer, targets: Sequence[tuple[int, int]]) -> list[int | None]:
+    """1 = unsupported (a labelled span overlaps it), 0 = supported, None = mostly unjudged."""
+    labels: list[int | None] = []
+    for a, b in targets:
+        if answer.unjudged and _overlap(a, b, answer.unjudged) > 0.5 * (b - a):
+            labels.append(None)
+        else:
+            labels.append(int(_overlap(a, b, answer.spans) > 0))
+    return labels
+
+
+def collect_inputs(attributor: AT2Attributor, answers: Sequence[LabelledAnswer], out: str | Path,
+                   desc: str = "answers") -> list[dict]:
+    """Per answer: detector inputs of each sentence, the sentences' spans and labels, and timings; cached in
+    ``out`` (JSONL, resumable: answers already there are not run again)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            record = json.loads(line)
+            done[record["id"]] = record
+    with out.open("a") as fh:
+        for answer in tqdm(answers, desc=desc, unit="answer"):
+            if answer.id in done:
+                continue
+            record = answer_record(attributor, answer)
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            done[answer.id] = record
+    return [done[a.id] for a in answers]
+
+
+def answer_record(attributor: AT2Attributor, answer: LabelledAnswer) -> dict:
+    start = time.perf_counter()
+    record = {"id": answer.id, "group": answer.group, "task": answer.task, "model": answer.model}
+    try:
+        job = attributor.jobs([answer.question], [answer.passages], [answer.response])[0]
+        attribution = attributor.score_job(job, support=True)
+        rows = attributor.support_inputs(attribution)
+        baseline = attributor.evidence_scores(attribution)[1] if attributor.calibration is not None else None
+    except AT2Error as exc:
+        return {**record, "error": f"{type(exc).__name__}: {exc}"}
+    targets = [(t.start, t.end) for t in attribution.targets]
+    record.update(
+        targets=targets, texts=[t.text for t in attribution.targets], labels=sentence_labels(answer, targets),
+        inputs=rows, evidence_supported=None if baseline is None else [bool(x) for x in baseline],
+        truncated=attribution.truncated, seconds=time.perf_counter() - start, tokens=len(job.layout) + len(job.response_ids),
+    )
+    return record
+
+
+def design(records: Sequence[dict], features: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y supported=1, group index) over every labelled sentence of these records."""
+    x, y, g = [], [], []
+    groups = {r["group"]: i for i, r in enumerate(records)}
+    for r in records:
+        if "error" in r:
+            continue
+        for row, label in zip(r["inputs"], r["labels"]):
+            if label is None:
+                continue
+            x.append([row[f] for f in features])
+            y.append(1 - label)
+            g.append(groups[r["group"]])
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=int), np.asarray(g)
+
+
+FEATURE_SETS = {
+    "lexical": list(LEXICAL),
+    "lexical+evidence": [*LEXICAL, "evidence_top", "lexical_top"],
+    "model": list(MODEL),
+    "lookback": None,  # filled with the lookback columns
+    "lexical+evidence+model": [*LEXICAL, "evidence_top", "lexical_top", *MODEL],
+    "all": None,
+}
+
+
+def feature_sets(num_heads_total: int) -> dict[str, list[str]]:
+    lookback = [f"lookback_{i}" for i in range(num_heads_total)]
+    sets = {k: list(v) for k, v in FEATURE_SETS.items() if v is not None}
+    sets["lookback"] = lookback
+    sets["all"] = [*sets["lexical+evidence+model"], *lookback]
+    return sets
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float):
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = x.mean(0), x.std(0)
+    scale = np.where(std > 0, std, 1.0)
+    model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit((x - mean) / scale, y)
+    return mean, scale, model.coef_[0], float(model.intercept_[0])
+
+
+def _predict(params, x: np.ndarray) -> np.ndarray:
+    mean, scale, w, b = params
+    return 1.0 / (1.0 + np.exp(-(((x - mean) / scale) @ w + b)))
+
+
+def grouped_cv_auroc(x: np.ndarray, y: np.ndarray, g: np.ndarray, c: float, folds: int = 5) -> float:
+    """Sentence AUROC of 'unsupported' (1 - p) under cross-validation by group (on train records only)."""
+    from sklearn.metrics import roc_auc_score
+
+    fold = np.array([int(hashlib.sha256(str(v).encode()).hexdigest(), 16) % folds for v in g])
+    scores = np.zeros(len(y))
+    for k in range(folds):
+        test = fold == k
+        scores[test] = _predict(fit_logistic(x[~test], y[~test], c), x[test])
+    return float(roc_auc_score(1 - y, 1 - scores))
+
+
+def example_f1(records: Sequence[dict], flags: Sequence[Sequence[bool]]) -> dict[str, float]:
+    """RAGTruth example-level precision/recall/F1: an answer is flagged when any sentence is unsupported."""
+    truth = np.array([any(lab == 1 for lab in r["labels"]) for r in records])
+    pred = np.array([any(f) for f in flags])
+    return _prf(int((truth & pred).sum()), int(pred.sum()), int(truth.sum()))
+
+
+def _prf(hit: int, predicted: int, actual: int) -> dict[str, float]:
+    p = hit / predicted if predicted else 0.0
+    r = hit / actual if actual else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def choose_thresholds(records: Sequence[dict], support: Sequence[np.ndarray], boot: int = 200,
+                      seed: int = 0) -> tuple[dict[str, float], dict]:
+    """Operating points on calibration records: 'balanced' maximises the bootstrap-median example-level F1
+    (a margin against a knife-edge optimum), 'lenient' caps flagged clean answers at 10%, 'strict' favours
+    recall (the threshold of the best F1 shifted up by one grid step of 0.05)."""
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    rng = np.random.default_rng(seed)
+    n = len(records)
+    samples = [rng.integers(0, n, n) for _ in range(boot)]
+    f1 = np.zeros((len(grid), boot))
+    clean_flagged = np.zeros(len(grid))
+    clean = [i for i, r in enumerate(records) if not any(lab == 1 for lab in r["labels"])]
+    for k, t in enumerate(grid):
+        flags = [list(s < t) for s in support]
+        for b, idx in enumerate(samples):
+            f1[k, b] = example_f1([records[i] for i in idx], [flags[i] for i in idx])["f1"]
+        clean_flagged[k] = np.mean([any(flags[i]) for i in clean]) if clean else 0.0
+    median = np.median(f1, 1)
+    best = int(np.argmax(median))
+    lenient = [k for k in range(len(grid)) if clean_flagged[k] <= 0.10]
+    thresholds = {"balanced": float(grid[best]),
+                  "lenient": float(grid[max(lenient)] if lenient else grid[0]),
+                  "strict": float(grid[min(best + 5, len(grid) - 1)])}
+    thresholds["lenient"] = min(thresholds["lenient"], thresholds["balanced"])
+    curve = {"grid": grid.tolist(), "f1_median": median.tolist(), "f1_low": np.percentile(f1, 2.5, 1).tolist(),
+             "f1_high": np.percentile(f1, 97.5, 1).tolist(), "clean_flagged": clean_flagged.tolist()}
+    return thresholds, curve
+
+
+def fit_detector(attributor: AT2Attributor, train: Sequence[dict], calibration: Sequence[dict],
+                 features: Sequence[str], c: float, meta: dict) -> tuple[SupportDetector, dict]:
+    """Logistic model on ``train`` records, isotonic calibration and thresholds on ``calibration`` records."""
+    from sklearn.isotonic import IsotonicRegression
+
+    x, y, _ = design(train, features)
+    params = fit_logistic(x, y, c)
+    xc, yc, _ = design(calibration, features)
+    raw = _predict(params, xc)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, yc)
+    knots_x, knots_y = iso.X_thresholds_, iso.y_thresholds_
+    lm = attributor.lm
+    detector = SupportDetector(
+        model_id=lm.model_id, num_layers=lm.num_layers, num_heads=lm.num_heads, features=list(features),
+        mean=params[0].tolist(), scale=params[1].tolist(), weights=params[2].tolist(), bias=params[3],
+        calibration_x=knots_x.tolist(), calibration_y=knots_y.tolist(), thresholds={s: 0.5 for s in STRICTNESS},
+        **meta)
+    usable = [r for r in calibration if "error" not in r]
+    support = [detector.support(r["inputs"]) for r in usable]
+    detector.thresholds, curve = choose_thresholds(usable, support)
+    return detector, {"curve": curve, "reliability": reliability(np.concatenate(support), usable)}
+
+
+def reliability(support: np.ndarray, records: Sequence[dict], bins: int = 10) -> list[dict]:
+    """Calibration table: per bin of predicted support, the share of sentences that are supported."""
+    labels = np.array([1 - lab if lab is not None else -1 for r in records for lab in r["labels"]])
+    keep = labels >= 0
+    support, labels = support[keep], labels[keep]
+    edges = np.linspace(0, 1, bins + 1)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        inside = (support >= a) & ((support < b) | (b == 1.0))
+        if inside.any():
+            out.append({"bin": [float(a), float(b)], "n": int(inside.sum()), "predicted": float(support[inside].mean()),
+                        "observed": float(labels[inside].mean())})
+    return out
+
+
+def span_prf(records: Sequence[dict], answers: dict[str, LabelledAnswer],
+             predicted: Sequence[Sequence[tuple[int, int]]]) -> dict[str, float]:
+    """RAGTruth-style span level: characters of predicted unsupported spans against labelled ones, pooled."""
+    hit = pred = actual = 0
+    for record, spans in zip(records, predicted):
+        gold = answers[record["id"]].spans
+        chars = set()
+        for a, b in spans:
+            chars.update(range(a, b))
+        gold_chars = set()
+        for a, b in gold:
+            gold_chars.update(range(a, b))
+        hit += len(chars & gold_chars)
+        pred += len(chars)
+        actual += len(gold_chars)
+    return _prf(hit, pred, actual)
+
+
+def sentence_auroc(records: Sequence[dict], unsupported_scores: Sequence[np.ndarray]) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    y, s = [], []
+    for r, scores in zip(records, unsupported_scores):
+        for lab, v in zip(r["labels"], scores):
+            if lab is not None:
+                y.append(lab)
+                s.append(v)
+    return float(roc_auc_score(y, s)) if 0 < sum(y) < len(y) else None
+
+
+def bootstrap_example(records: Sequence[dict], flags: Sequence[Sequence[bool]], boot: int = 1000) -> list[float]:
+    rng = np.random.default_rng(0)
+    n = len(records)
+    values = []
+    for _ in range(boot):
+        idx = rng.integers(0, n, n)
+        values.append(example_f1([records[i] for i in idx], [flags[i] for i in idx])["f1"])
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+# ---- fitting: `at2-rag fit-detector` -------------------------------------------------------------------------
+
+TRAIN_FILES = {"ragtruth_dev.jsonl": None, "halueval_qa.jsonl": 600, "expertqa_validation.jsonl": None}
+PRIMARY = "ragtruth"  # the kind of answer the detector is for: model choice is by cross-validation on it
+C_GRID = (0.01, 0.1, 1.0)
+
+
+def load_all(attributor: AT2Attributor, data_dir: str | Path, work_dir: str | Path,
+             files: dict[str, int | None] = TRAIN_FILES) -> tuple[list[dict], dict[str, LabelledAnswer]]:
+    """Detector inputs of every answer of the shared files (cached per file in ``work_dir``)."""
+    records, answers = [], {}
+    for name, limit in files.items():
+        rows = read_answers(Path(data_dir) / name)[:limit]
+        answers.update({a.id: a for a in rows})
+        for record in collect_inputs(attributor, rows, Path(work_dir) / name, desc=name):
+            records.append({**record, "dataset": name.split("_")[0], "part": part_of(record["group"])})
+    return records, answers
+
+
+def _cv_primary(records: Sequence[dict], features: Sequence[str], c: float, extra: bool, folds: int = 5) -> float:
+    """Sentence AUROC on the primary dataset's train part, by group folds; ``extra``: also fit on the train
+    parts of the other datasets (never scored)."""
+    from sklearn.metrics import roc_auc_score
+
+    primary = [r for r in records if r["dataset"] == PRIMARY and "error" not in r]
+    others = [r for r in records if r["dataset"] != PRIMARY and "error" not in r] if extra else []
+    fold = {r["group"]: int(hashlib.sha256(r["group"].encode()).hexdigest(), 16) % folds for r in primary}
+    y_all, s_all = [], []
+    for k in range(folds):
+        x, y, _ = design([r for r in primary if fold[r["group"]] != k] + others, features)
+        params = fit_logistic(x, y, c)
+        xt, yt, _ = design([r for r in primary if fold[r["group"]] == k], features)
+        y_all.extend(yt)
+        s_all.extend(_predict(params, xt))
+    return float(roc_auc_score(1 - np.asarray(y_all), 1 - np.asarray(s_all)))
+
+
+def fit(attributor: AT2Attributor, records: Sequence[dict], command: str) -> tuple[SupportDetector, dict]:
+    """Choose feature set, C and training datasets by cross-validation on train parts; fit on train parts,
+    calibrate on calibration parts. Validation parts are not read."""
+    width = attributor.lm.num_layers * attributor.lm.num_heads
+    train = [r for r in records if r["part"] == "train"]
+    calibration = [r for r in records if r["part"] == "calibration" and r["dataset"] == PRIMARY]
+    table = []
+    for set_name, features in tqdm(feature_sets(width).items(), desc="model choice", unit="set"):
+        for extra in (False, True):
+            for c in C_GRID:
+                table.append({"features": set_name, "all_datasets": extra, "C": c,
+                              "cv_auroc": _cv_primary(train, features, c, extra)})
+    best = max(table, key=lambda row: row["cv_auroc"])
+    features = feature_sets(width)[best["features"]]
+    fit_on = train if best["all_datasets"] else [r for r in train if r["dataset"] == PRIMARY]
+    at2_only = max((row for row in table if row["features"] == "lookback"), key=lambda row: row["cv_auroc"])
+    meta = {"training_data": f"train parts of {', '.join(TRAIN_FILES)} (split by source, 3:1:1 train:calibration:"
+                             f"validation); {'all datasets' if best['all_datasets'] else PRIMARY + ' only'}: "
+                             f"{sum(1 for r in fit_on if 'error' not in r)} answers",
+            "command": command,
+            "notes": f"features '{best['features']}', C={best['C']}, chosen by grouped CV sentence AUROC on "
+                     f"{PRIMARY} train answers ({best['cv_auroc']:.3f}); isotonic calibration and thresholds on "
+                     f"{len(calibration)} {PRIMARY} calibration answers"}
+    detector, extras = fit_detector(attributor, fit_on, calibration, features, best["C"], meta)
+    detector.metrics = {"cv_auroc": best["cv_auroc"], "calibration_answers": float(len(calibration))}
+    baseline_fit = [r for r in train if r["dataset"] == PRIMARY]
+    word_threshold = _best_overlap_threshold(baseline_fit)
+    at2_features = feature_sets(width)["lookback"] + ["source_attention", "logprob_mean", "pmi_mean"]
+    at2_detector, _ = fit_detector(attributor, baseline_fit, calibration, at2_features, at2_only["C"],
+                                   {"notes": "baseline: model-internal signals only (no lexical facts)"})
+    return detector, {"model_choice": table, "chosen": best, **extras, "word_overlap_threshold": word_threshold,
+                      "at2_only": at2_detector.model_dump()}
+
+
+def _best_overlap_threshold(records: Sequence[dict]) -> float:
+    """Word-overlap baseline: flag a sentence whose content-word coverage is below t; t maximises example F1."""
+    usable = [r for r in records if "error" not in r]
+    best_t, best_f1 = 0.5, -1.0
+    for t in np.round(np.arange(0.05, 1.0, 0.05), 2):
+        f1 = example_f1(usable, [[row["coverage"] < t for row in r["inputs"]] for r in usable])["f1"]
+        if f1 > best_f1:
+            best_t, best_f1 = float(t), f1
+    return best_t
+
+
+# ---- benchmark: `at2-rag bench hallucination` ------------------------------------------------------------------
+
+def methods(attributor: AT2Attributor, baselines: dict | None) -> dict[str, object]:
+    """Per method, a function record -> per-sentence unsupported scores in [0, 1] and flags."""
+    detector = attributor.detector
+    out = {}
+    if detector is not None:
+        for strictness in STRICTNESS:
+            threshold = detector.threshold(strictness)
+            out[f"at2-rag detector ({strictness})"] = (
+                lambda r, t=threshold: (1 - detector.support(r["inputs"]), detector.support(r["inputs"]) < t))
+    out["flag everything"] = lambda r: (np.ones(len(r["inputs"])), np.ones(len(r["inputs"]), dtype=bool))
+    if baselines is not None:
+        t = baselines["word_overlap_threshold"]
+        out["word overlap"] = lambda r: (1 - np.array([row["coverage"] for row in r["inputs"]]),
+                                         np.array([row["coverage"] < t for row in r["inputs"]]))
+        at2 = SupportDetector.model_validate(baselines["at2_only"])
+        out["AT2-only signals"] = lambda r: (1 - at2.support(r["inputs"]), at2.support(r["inputs"]) < at2.threshold())
+    out["HotpotQA evidence threshold (previous)"] = lambda r: (
+        1 - np.array([row["evidence_top"] for row in r["inputs"]]),
+        ~np.array(r["evidence_supported"], dtype=bool))
+    return out
+
+
+def _balanced(records: Sequence[dict], seed: int = 0) -> list[dict]:
+    """Equal numbers of answers with and without a labelled span (the smaller class sets the size)."""
+    rng = np.random.default_rng(seed)
+    bad = [r for r in records if any(lab == 1 for lab in r["labels"])]
+    good = [r for r in records if not any(lab == 1 for lab in r["labels"])]
+    n = min(len(bad), len(good))
+    pick = lambda rows: [rows[i] for i in sorted(rng.choice(len(rows), n, replace=False))] if n else []  # noqa: E731
+    return pick(bad) + pick(good)
+
+
+def evaluate(records: Sequence[dict], answers: dict[str, LabelledAnswer], fn, vocabularies) -> dict:
+    scores, flags = zip(*(fn(r) for r in records)) if records else ((), ())
+    spans = [[s for s, f in zip(vocabularies[r["id"]], flag) if f for s in s] for r, flag in zip(records, flags)]
+    clean = [f for r, f in zip(records, flags) if not any(lab == 1 for lab in r["labels"])]
+    return {"example": {**example_f1(records, flags), "f1_ci95": bootstrap_example(records, flags)},
+            "span": span_prf(records, answers, spans),
+            "sentence_auroc": sentence_auroc(records, scores),
+            "clean_answers_flagged": float(np.mean([any(f) for f in clean])) if clean else None,
+            "sentences_flagged": float(np.mean(np.concatenate([np.asarray(f, dtype=float) for f in flags])))
+            if flags else None, "n_answers": len(records)}
+
+
+def bench(attributor: AT2Attributor, data: str | Path, work_dir: str | Path, part: str | None,
+          baselines: dict | None) -> dict:
+    """Every method on one labelled file (natural rate and a balanced sample), overall, by task and by LLM."""
+    from ..detector import ContextVocabulary
+
+    answers_list = read_answers(data, part)
+    answers = {a.id: a for a in answers_list}
+    records = [r for r in collect_inputs(attributor, answers_list, Path(work_dir) / Path(data).name, desc="answers")
+               if "error" not in r]
+    vocabularies = {}
+    for r in records:
+        a = answers[r["id"]]
+        vocabulary = ContextVocabulary([a.question, *a.passages])
+        vocabularies[r["id"]] = [vocabulary.unsupported_spans(a.response[s:e], s) for s, e in r["targets"]]
+    result = {"data": str(data), "part": part, "model": attributor.lm.model_id, "n_answers": len(records),
+              "seconds_per_answer": float(np.mean([r["seconds"] for r in records])) if records else None,
+              "tokens_per_answer": float(np.mean([r["tokens"] for r in records])) if records else None,
+              "methods": {}}
+    for name, fn in methods(attributor, baselines).items():
+        entry = {"natural": evaluate(records, answers, fn, vocabularies),
+                 "balanced": evaluate(_balanced(records), answers, fn, vocabularies), "by_task": {}, "by_model": {}}
+        for key, field in (("by_task", "task"), ("by_model", "model")):
+            for value in sorted({r[field] for r in records}):
+                subset = [r for r in records if r[field] == value]
+                entry[key][value] = evaluate(subset, answers, fn, vocabularies)
+        result["methods"][name] = entry
+    return result
+
+
+def print_bench(result: dict) -> None:
+    print(f"\n{result['model']} on {result['n_answers']} answers of {result['data']} (part: {result['part']}); "
+          f"{result['seconds_per_answer']:.2f} s per answer ({result['tokens_per_answer']:.0f} tokens)")
+    head = (f"{'method':<40} {'sample':<9} {'ex P':>6} {'ex R':>6} {'ex F1':>6} {'F1 95% CI':>14} {'span F1':>8} "
+            f"{'sent AUROC':>10} {'clean flagged':>13}")
+    print(head)
+    for name, entry in result["methods"].items():
+        for sample in ("natural", "balanced"):
+            e = entry[sample]
+            auroc = f"{e['sentence_auroc']:.3f}" if e["sentence_auroc"] is not None else "-"
+            ci = "[{:.2f}, {:.2f}]".format(*e["example"]["f1_ci95"])
+            clean = f"{e['clean_answers_flagged']:.2f}" if e["clean_answers_flagged"] is not None else "-"
+            print(f"{name:<40} {sample:<9} {e['example']['precision']:>6.3f} {e['example']['recall']:>6.3f} "
+                  f"{e['example']['f1']:>6.3f} {ci:>14} {e['span']['f1']:>8.3f} {auroc:>10} {clean:>13}")
