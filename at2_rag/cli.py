@@ -44,28 +44,26 @@ def _positive(text: str) -> int:
 
 
 def cmd_demo(args) -> None:
-    from tqdm.auto import tqdm
-
     from . import AT2Attributor
-    from .report import attribution_html, report_html
+    from .demo import hotpot_items, rag_items, retriever, run
 
     examples = _rows(_data(args.data, "validation"), args.limit)
-    attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
-    sections = []
-    for ex in tqdm(examples, desc="attributing"):
-        result = attributor.attribute(ex.question, ex.sources)
-        sections.append(attribution_html(result, gold=set(ex.gold), full_page=False))
-        tqdm.write(f"\nQ: {ex.question}\nmodel answer: {result.response!r}   (gold answer: {ex.answer})")
-        tqdm.write(f"{'rank':>4}  {'score':>9}  gold  passage")
-        for rank, item in enumerate(result.ranked(), start=1):
-            tqdm.write(f"{rank:>4}  {item.score:+9.5f}  {'  * ' if item.index in ex.gold else '    '}  "
-                       f"[{item.index + 1}] {item.source.title}")
-        tqdm.write(f"scorer: {result.scorer}; generation+capture {result.timings.get('generate_s', 0):.2f}s, "
-                   f"scoring {result.timings['score_s'] * 1000:.2f}ms")
-    out = Path(args.html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report_html(sections, "at2-rag demo"), encoding="utf-8")
-    print(f"\nHTML report: {out}")
+    rag_dir = Path(args.rag)
+    if not (rag_dir / "questions.jsonl").is_file():
+        raise UsageError(f"{rag_dir}: no questions.jsonl of the shared RAG corpus (--rag DIR)")
+    print("loading the attributor and the retriever ...", file=sys.stderr, flush=True)
+    attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=48)
+    name, retrieve = retriever([])
+    print(f"A {STAND_IN_NOTE}; at2-rag ({attributor.lm.model_id}) reads each answer in one pass, keeps the top "
+          f"{args.top_k} passages (AT2 fused with {name} retrieval), cites each sentence, marks what is unsupported."
+          "\n", flush=True)
+    rag = rag_items(rag_dir, retrieve)
+    items = [*hotpot_items(examples), *rag]
+    run(attributor, items, retrieve, name, args.top_k, rag[0] if rag else None, Path(args.html))
+
+
+STAND_IN_NOTE = ("stand-in for your LLM writes each answer (HotpotQA: the gold answer as a sentence plus one "
+                 "supporting-fact sentence; shared RAG corpus: the answers a capable LLM gave)")
 
 
 def _digest(path: Path) -> str:
@@ -200,7 +198,47 @@ def _load_checked(attributor, path):
     return coefficients
 
 
+def cmd_fit_detector(args) -> None:
+    from . import AT2Attributor
+    from .eval.hallucination import load_all
+    from .eval.hallucination import fit as fit_detector
+
+    data_dir = Path(args.data or "../shared/data/hallucination")
+    if not data_dir.is_dir():
+        raise UsageError(f"{data_dir}: no such directory of labelled answers (--data)")
+    attributor = AT2Attributor.from_pretrained(args.model, detector=False, truncate=True)
+    records, _ = load_all(attributor, data_dir, args.work_dir)
+    detector, extras = fit_detector(attributor, records, "at2-rag " + " ".join(args.argv))
+    out = Path(args.out or f"runs/{attributor.lm.model_id.replace('/', '__')}.detector.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    detector.save(out)
+    report = Path(args.json or "runs/detector_fit.json")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"detector": str(out), "metrics": detector.metrics, "thresholds": detector.thresholds,
+                                  **{k: v for k, v in extras.items() if k != "at2_only"}}, indent=1))
+    baselines = Path(args.baselines)
+    baselines.parent.mkdir(parents=True, exist_ok=True)
+    baselines.write_text(json.dumps({k: extras[k] for k in ("word_overlap_threshold", "at2_only")}))
+    print(f"{detector.notes}\nthresholds {detector.thresholds}\ndetector: {out}\nreport: {report}\n"
+          f"baselines: {baselines}")
+
+
 def cmd_bench(args) -> None:
+    if args.name == "hallucination":
+        from . import AT2Attributor
+        from .eval.hallucination import bench, print_bench
+
+        if not args.data or not Path(args.data).is_file():
+            raise UsageError("bench hallucination needs --data FILE.jsonl (labelled answers in the shared format)")
+        attributor = AT2Attributor.from_pretrained(args.model, truncate=True)
+        baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else None
+        result = bench(attributor, args.data, args.work_dir or "runs/hallucination", args.part, baselines)
+        print_bench(result)
+        out = Path(args.json or "runs/hallucination.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(f"wrote {out}")
+        return
     if args.name == "hotpotqa":
         from .eval.pruning import main as bench_main
 
@@ -240,9 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--limit", type=_positive, default=limit, help="rows to use (at least 1)")
         p.add_argument("--model", help="hub id, local directory or .gguf (default: bundled SmolLM2-135M-Instruct)")
 
-    p = sub.add_parser("demo", help="attribute a few HotpotQA questions and write an HTML report")
+    p = sub.add_parser("demo", help="prune and cite stand-in LLM answers (HotpotQA + shared RAG corpus), then the "
+                       "fully local mode; writes the citation view as HTML")
     common(p, 3)
     p.add_argument("--coefficients")
+    p.add_argument("--rag", default=str(DEFAULT_DATA.parent / "rag"), help="shared RAG corpus directory")
+    p.add_argument("--top-k", type=_positive, default=2, help="passages to keep")
     p.add_argument("--html", default="reports/demo.html")
     p.set_defaults(func=cmd_demo)
 
@@ -307,9 +348,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-shards", type=int, default=1)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("fit-detector", help="fit the unsupported-sentence detector on labelled RAG answers")
+    p.add_argument("--data", help="directory of labelled answers (default ../shared/data/hallucination)")
+    p.add_argument("--model", help="attributor model (default: the bundled one)")
+    p.add_argument("--work-dir", default="runs/detector", help="per-answer detector inputs (resumable)")
+    p.add_argument("--out", help="detector file (default runs/<model>.detector.json)")
+    p.add_argument("--json", help="fit report: model choice, calibration curve, reliability table")
+    p.add_argument("--baselines", default="runs/detector_baselines.json",
+                   help="baselines fit on the same train parts, for bench hallucination")
+    p.set_defaults(func=cmd_fit_detector)
+
     p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("name", choices=["hotpotqa", "citations"], help="hotpotqa: pruning (answer F1 after keeping "
-                   "top-k passages); citations: finding supporting facts")
+    p.add_argument("name", choices=["hotpotqa", "citations", "hallucination"], help="hotpotqa: pruning (answer F1 "
+                   "after keeping top-k passages); citations: finding supporting facts; hallucination: unsupported "
+                   "sentences and spans of labelled answers (--data FILE.jsonl)")
+    p.add_argument("--part", choices=["train", "calibration", "validation"],
+                   help="hallucination: only this part of the file (split by source); default all answers")
+    p.add_argument("--baselines", default="runs/detector_baselines.json",
+                   help="hallucination: baselines written by fit-detector (word overlap, AT2-only)")
     common(p, 40)
     p.add_argument("--json", help="results file (default: runs/<name>.json)")
     p.add_argument("--esm-ablations", type=int, default=32, help="hotpotqa: ESM ablations, 0 to skip ESM")
