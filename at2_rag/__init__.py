@@ -4,9 +4,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .attributor import AT2Attributor
 from .coefficients import CoefficientMetadata, Coefficients
+from .detector import SupportDetector
 from .errors import (
     AT2Error,
     CoefficientMismatchError,
+    ConfigurationError,
     ContextTooLongError,
     EmptyInputError,
     InvalidInputError,
@@ -33,9 +35,9 @@ from .sources import Source, sentence_spans, to_sources
 __all__ = [
     "AT2Attributor", "AT2Error", "AT2Scorer", "Attribution", "AverageAttentionScorer", "Calibration", "Citation",
     "CitedResponse", "CitedSentence", "CitedSource", "CoefficientMetadata", "CoefficientMismatchError",
-    "Coefficients", "ContextTooLongError", "ESMScorer", "EmptyInputError", "EvidenceModel", "FusionModel",
+    "ConfigurationError", "Coefficients", "ContextTooLongError", "ESMScorer", "EmptyInputError", "EvidenceModel", "FusionModel",
     "GradientScorer", "InvalidInputError", "LanguageModel", "ModelLoadError", "PromptTemplate", "PruneResult",
-    "ScoredSource", "Scorer", "Source", "SourceSentence", "TargetScores", "UnsupportedModelError", "load_model",
+    "ScoredSource", "Scorer", "Source", "SupportDetector", "SourceSentence", "TargetScores", "UnsupportedModelError", "load_model",
     "make_scorer", "sentence_spans", "to_sources",
 ]
 try:

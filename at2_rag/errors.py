@@ -39,3 +39,7 @@ class CoefficientMismatchError(AT2Error, ValueError):
 
 class UnsupportedModelError(AT2Error, ValueError):
     """The model's attention cannot be captured (it does not route through transformers' attention interface)."""
+
+
+class ConfigurationError(InvalidInputError):
+    """A setting that can never work (e.g. no LLM to draft with): raised, never failed open."""

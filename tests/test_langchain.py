@@ -44,6 +44,8 @@ def test_retrieval_chain_keeps_and_cites_the_answering_passage(rag_store, attrib
         assert set(q["gold_titles"]) <= set(kept), (q["question"], kept)
         cited = {out["context"][s["index"]].metadata["title"] for c in out["citations"] for s in c["sources"]}
         assert set(q["gold_titles"]) <= cited, (q["question"], out["cited_answer"])
+        assert all(c["supported"] and c["sources"] for c in out["citations"]), (q["question"], out["cited_answer"])
+        assert out["unsupported"] == []
 
 
 def test_local_llm_and_own_draft(rag_store, attributor):

@@ -338,6 +338,8 @@ def _cv_primary(records: Sequence[dict], features: Sequence[str], c: float, extr
         x, y, _ = design([r for r in primary if fold[r["group"]] != k] + others, features)
         params = fit_logistic(x, y, c)
         xt, yt, _ = design([r for r in primary if fold[r["group"]] == k], features)
+        if not len(yt):
+            continue
         y_all.extend(yt)
         s_all.extend(_predict(params, xt))
     return float(roc_auc_score(1 - np.asarray(y_all), 1 - np.asarray(s_all)))

@@ -18,11 +18,13 @@ from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr
 
 from at2_rag import AT2Attributor
 from at2_rag.context import DRAFT_PROMPT, RankedContext, draft_context, rank_context
+from at2_rag.faults import is_configuration_error, skip_reason
 from langchain_at2._convert import document_items
 
 logger = logging.getLogger(__name__)
 
 DRAFT_TEMPLATE = ChatPromptTemplate.from_messages([("human", DRAFT_PROMPT)])
+SKIPPED_KEY = "at2_skipped"
 
 
 class AT2DocumentCompressor(BaseDocumentCompressor):
@@ -32,8 +34,11 @@ class AT2DocumentCompressor(BaseDocumentCompressor):
     documents and teacher-forced through the attributor in one pass; without ``llm`` the attributor's own
     small model drafts (fully local, weaker). Relevance for fusion comes from ``metadata[score_key]`` when
     every document has it, else from ``embeddings`` (question-document cosine) when given. Kept documents are
-    copies with ``metadata["at2_score"]``. A fault during a query returns the documents unchanged with a
-    warning (``raise_on_error`` to raise); a bad configuration raises at construction.
+    copies with ``metadata["at2_score"]``. A fault of one query (a context over the window, a rate limit, a
+    timeout) fails open: every input document comes back, as a copy with ``metadata["at2_skipped"]`` (the
+    reason), with a warning (``raise_on_error`` to raise). A configuration that can never work raises: at
+    construction (unknown model, mismatched coefficients, bad values) or when the drafting model's package is
+    missing, its key is rejected or its model does not exist.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", populate_by_name=True)
@@ -93,11 +98,13 @@ class AT2DocumentCompressor(BaseDocumentCompressor):
         return out, ranked
 
     def _fail_open(self, documents: list[Document], query: str, exc: Exception) -> list[Document]:
-        if self.raise_on_error:
+        """Raise a configuration error (or anything, with ``raise_on_error``); otherwise every document, marked."""
+        if self.raise_on_error or is_configuration_error(exc):
             raise exc
         logger.warning("AT2DocumentCompressor: attribution failed for query %r (%s: %s); returning all %d documents",
                        query, type(exc).__name__, exc, len(documents))
-        return documents
+        reason = skip_reason(exc)
+        return [d.model_copy(update={"metadata": {**d.metadata, SKIPPED_KEY: reason}}) for d in documents]
 
     def _draft_inputs(self, documents: list[Document], query: str) -> dict[str, str]:
         return {"context": draft_context(document_items(documents)), "question": query}

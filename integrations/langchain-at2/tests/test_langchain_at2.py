@@ -91,7 +91,9 @@ def test_fail_open_names_the_query(tiny_attributor, caplog):
     with caplog.at_level(logging.WARNING):
         kept = AT2DocumentCompressor(attributor=tiny_attributor, llm=Broken(responses=["x"])).compress_documents(
             docs, QUESTION)
-    assert kept == docs and QUESTION in caplog.text and "model down" in caplog.text
+    assert [(d.id, d.page_content) for d in kept] == [(d.id, d.page_content) for d in docs]
+    assert all("model down" in d.metadata["at2_skipped"] for d in kept) and QUESTION in caplog.text
+    assert all("at2_skipped" not in d.metadata for d in docs)
 
 
 def test_concurrent_compressions_match_serial(tiny_attributor):
@@ -166,3 +168,48 @@ def test_callback_handler_keeps_state_per_run(tiny_attributor):
     by_question = {r["question"]: r for r in handler.records}
     assert set(by_question) == {QUESTION, "How high is Kilimanjaro?"}
     assert not handler._runs and not handler._parents  # finished runs leave no state behind
+
+
+class AuthenticationError(Exception):
+    """Shaped like the OpenAI/Anthropic SDKs' error for a rejected key."""
+
+    status_code = 401
+
+
+class APITimeoutError(Exception):
+    """Shaped like the SDKs' timeout error."""
+
+
+@pytest.mark.parametrize("error", [AuthenticationError("Incorrect API key provided"),
+                                   ImportError("langchain-openai is not installed"),
+                                   ValueError("The model `gpt-9` does not exist")])
+def test_errors_that_can_never_succeed_raise(tiny_attributor, error):
+    class Rejected(FakeListChatModel):
+        def _call(self, *args, **kwargs):
+            raise error
+
+    with pytest.raises(type(error)):
+        AT2DocumentCompressor(attributor=tiny_attributor, llm=Rejected(responses=["x"])).compress_documents(
+            _docs(), QUESTION)
+
+
+def test_a_timeout_fails_open_with_at2_skipped(tiny_attributor):
+    calls = []
+
+    class Flaky(FakeListChatModel):
+        def _call(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise APITimeoutError("Request timed out.")
+            return super()._call(*args, **kwargs)
+
+    compressor = AT2DocumentCompressor(attributor=tiny_attributor, llm=Flaky(responses=[ANSWER]), top_n=1)
+    first = compressor.compress_documents(_docs(), QUESTION)
+    assert len(first) == 3 and all(d.metadata["at2_skipped"] == "APITimeoutError: Request timed out." for d in first)
+    second = compressor.compress_documents(_docs(), QUESTION)
+    assert len(second) == 1 and "at2_skipped" not in second[0].metadata
+
+
+def test_no_llm_drafts_locally(tiny_attributor):
+    kept = AT2DocumentCompressor(attributor=tiny_attributor, top_n=2).compress_documents(_docs(), QUESTION)
+    assert len(kept) == 2 and all("at2_skipped" not in d.metadata for d in kept)

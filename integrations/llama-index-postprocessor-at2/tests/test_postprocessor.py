@@ -127,7 +127,7 @@ def test_unknown_model_fails_at_construction():
     from at2_rag import ModelLoadError
 
     with pytest.raises(ModelLoadError):
-        AT2Postprocessor(model="./no/such/model")
+        AT2Postprocessor(model="./no/such/model", drafter="attributor")
 
 
 def test_fail_open_names_the_query(tiny_attributor, caplog):
@@ -139,7 +139,7 @@ def test_fail_open_names_the_query(tiny_attributor, caplog):
     with caplog.at_level(logging.WARNING):
         kept = AT2Postprocessor(attributor=tiny_attributor, llm=Broken(), top_n=1).postprocess_nodes(
             nodes, query_str=QUESTION)
-    assert kept == nodes and QUESTION in caplog.text and "LLM down" in caplog.text
+    assert _unchanged_but_marked(kept, nodes, "LLM down") and QUESTION in caplog.text and "LLM down" in caplog.text
     with pytest.raises(RuntimeError):
         AT2Postprocessor(attributor=tiny_attributor, llm=Broken(), raise_on_error=True).postprocess_nodes(
             nodes, query_str=QUESTION)
@@ -236,5 +236,89 @@ def test_query_engine_with_citations_and_streaming(tiny_attributor, llm):
 def test_query_bundle_is_required(tiny_attributor, llm, caplog):
     nodes = _nodes()
     with caplog.at_level(logging.WARNING):
-        assert AT2Postprocessor(attributor=tiny_attributor, llm=llm).postprocess_nodes(nodes) == nodes
+        assert _unchanged_but_marked(AT2Postprocessor(attributor=tiny_attributor, llm=llm).postprocess_nodes(nodes),
+                                     nodes, "needs the query")
     assert AT2Postprocessor(attributor=tiny_attributor, llm=llm).postprocess_nodes([], QueryBundle("q")) == []
+
+
+def _unchanged_but_marked(kept, nodes, reason):
+    """Fail-open output: every input node, same text and score, marked with why AT2 skipped (hidden from the LLM)."""
+    assert [(n.node.node_id, n.node.get_content(), n.score) for n in kept] == [
+        (n.node.node_id, n.node.get_content(), n.score) for n in nodes]
+    assert all(reason in n.node.metadata["at2_skipped"] for n in kept)
+    assert all("at2_skipped" not in n.node.get_content(MetadataMode.LLM) for n in kept)
+    assert all("at2_skipped" not in n.node.metadata for n in nodes)  # inputs untouched
+    return True
+
+
+@pytest.fixture
+def no_settings_llm(monkeypatch):
+    from llama_index.core import Settings
+
+    monkeypatch.setattr(Settings, "_llm", None)
+
+
+def test_no_llm_configured_raises_with_the_fix(tiny_attributor, no_settings_llm):
+    from at2_rag import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="llm=.*Settings.llm.*drafter='attributor'"):
+        AT2Postprocessor(attributor=tiny_attributor, top_n=2)
+
+
+def test_llm_unset_after_construction_raises_at_query(tiny_attributor, llm, monkeypatch):
+    from llama_index.core import Settings
+
+    from at2_rag import ConfigurationError
+
+    monkeypatch.setattr(Settings, "_llm", llm)
+    pp = AT2Postprocessor(attributor=tiny_attributor, top_n=2)
+    monkeypatch.setattr(Settings, "_llm", None)
+    with pytest.raises(ConfigurationError):
+        pp.postprocess_nodes(_nodes(), query_str=QUESTION)
+
+
+def test_attributor_drafter_prunes_offline_without_any_llm(tiny_attributor, no_settings_llm):
+    kept = AT2Postprocessor(attributor=tiny_attributor, drafter="attributor", top_n=2).postprocess_nodes(
+        _nodes(), query_str=QUESTION)
+    assert len(kept) == 2 and all("at2_skipped" not in n.node.metadata for n in kept)
+
+
+class AuthenticationError(Exception):
+    """Shaped like the OpenAI/Anthropic SDKs' error for a rejected key."""
+
+    status_code = 401
+
+
+class APITimeoutError(Exception):
+    """Shaped like the SDKs' timeout error."""
+
+
+def test_authentication_and_missing_package_raise_even_when_failing_open(tiny_attributor):
+    for error in (AuthenticationError("Incorrect API key provided"),
+                  ImportError("llama-index-llms-openai package not found")):
+        class Rejected(AnswerBook):
+            def complete(self, prompt, formatted=False, **kwargs):
+                raise error
+
+        with pytest.raises(type(error)):
+            AT2Postprocessor(attributor=tiny_attributor, llm=Rejected(), top_n=1).postprocess_nodes(
+                _nodes(), query_str=QUESTION)
+
+
+def test_a_timeout_fails_open_with_at2_skipped(tiny_attributor, caplog):
+    calls = []
+
+    class Flaky(AnswerBook):
+        def complete(self, prompt, formatted=False, **kwargs):
+            calls.append(prompt)
+            if len(calls) == 1:
+                raise APITimeoutError("Request timed out.")
+            return super().complete(prompt, formatted, **kwargs)
+
+    pp = AT2Postprocessor(attributor=tiny_attributor, llm=Flaky(), top_n=1)
+    nodes = _nodes()
+    with caplog.at_level(logging.WARNING):
+        first = pp.postprocess_nodes(nodes, query_str=QUESTION)
+    assert _unchanged_but_marked(first, nodes, "APITimeoutError: Request timed out.")
+    second = pp.postprocess_nodes(nodes, query_str=QUESTION)  # the next query prunes again
+    assert len(second) == 1 and "at2_skipped" not in second[0].node.metadata

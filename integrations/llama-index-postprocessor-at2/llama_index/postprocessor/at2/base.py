@@ -19,12 +19,18 @@ from pydantic import AliasChoices
 
 from at2_rag import AT2Attributor
 from at2_rag.context import ContextItem, RankedContext, rank_context
+from at2_rag.errors import ConfigurationError
+from at2_rag.faults import is_configuration_error, skip_reason
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
 AT2_SCORE_KEY = "at2_score"
 RETRIEVAL_SCORE_KEY = "retrieval_score"
+SKIPPED_KEY = "at2_skipped"
+NO_LLM = ("AT2Postprocessor(drafter='llm') has no LLM to draft the answer it attributes: pass llm=... (the LLM that "
+          "answers, e.g. the one given to as_query_engine(llm=...)), or set Settings.llm, or use "
+          "drafter='attributor' for fully local use (the attributor's own small model drafts)")
 
 
 def node_items(nodes: list[NodeWithScore]) -> list[ContextItem]:
@@ -64,8 +70,12 @@ class AT2Postprocessor(BaseNodePostprocessor):
     lets the attributor's own small model draft instead (fully local, weaker). Kept nodes are copies:
     ``NodeWithScore.score`` is the ranking score, and ``metadata["at2_score"]`` (and, with
     ``keep_retrieval_score``, ``metadata["retrieval_score"]``) are hidden from the LLM and the embedder.
-    A fault during a query returns the input nodes unchanged with a warning (``raise_on_error`` to raise);
-    a bad configuration (unknown model, mismatched coefficients, bad values) raises at construction.
+    A fault of one query (a context over the window, a rate limit, a timeout) fails open: it returns every
+    input node, as a copy carrying ``metadata["at2_skipped"]`` (the reason, hidden from the LLM and the
+    embedder), with a warning (``raise_on_error`` to raise). A configuration that can never work raises: at
+    construction (unknown model, mismatched coefficients, bad values, ``drafter="llm"`` with neither ``llm``
+    nor ``Settings.llm`` set), or at the first query (an LLM whose package is missing, whose key is rejected
+    or whose model does not exist).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -94,6 +104,7 @@ class AT2Postprocessor(BaseNodePostprocessor):
             kwargs.setdefault("max_new_tokens", attributor.max_new_tokens)
             kwargs.setdefault("truncate", attributor.truncate)
         super().__init__(**kwargs)
+        self._drafting_llm()
         self._attributor = attributor or AT2Attributor.from_pretrained(
             self.model, self.coefficients, max_new_tokens=self.max_new_tokens, truncate=self.truncate)
 
@@ -106,7 +117,15 @@ class AT2Postprocessor(BaseNodePostprocessor):
         return self._attributor
 
     def _drafting_llm(self) -> LLM | None:
-        return None if self.drafter == "attributor" else (self.llm or Settings.llm)
+        """The LLM that drafts (None: the attributor drafts). ``Settings.llm`` counts only once someone set it:
+        resolving LlamaIndex's lazy OpenAI default would fail on every query in a pipeline that never set one."""
+        if self.drafter == "attributor":
+            return None
+        if self.llm is not None:
+            return self.llm
+        if getattr(Settings, "_llm", None) is None:
+            raise ConfigurationError(NO_LLM)
+        return Settings.llm
 
     def draft(self, nodes: list[NodeWithScore], query: str) -> str | None:
         """The answer to attribute: the drafting LLM's over all nodes (None: the attributor drafts)."""
@@ -147,12 +166,14 @@ class AT2Postprocessor(BaseNodePostprocessor):
         return query_bundle.query_str
 
     def _fail_open(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None, exc: Exception):
-        if self.raise_on_error:
+        """Raise a configuration error (or anything, with ``raise_on_error``); otherwise every node, marked."""
+        if self.raise_on_error or is_configuration_error(exc):
             raise exc
         query = query_bundle.query_str if query_bundle is not None else None
         logger.warning("AT2Postprocessor: attribution failed for query %r (%s: %s); returning all %d nodes unchanged",
                        query, type(exc).__name__, exc, len(nodes))
-        return nodes
+        reason = skip_reason(exc)
+        return [_hidden_copy(n, n.score, {SKIPPED_KEY: reason}) for n in nodes]
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore],
                            query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
