@@ -39,6 +39,9 @@ def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str,
     response = ex.answer_sentence if response_kind == "gold" else response
     job = attributor.jobs([ex.question], [ex.sources], [response])[0]
     targets = [t.text for t in job.targets]
+    support_inputs = None
+    if attributor.detector is not None:
+        support_inputs = attributor.support_inputs(attributor.score_job(job, support=True))
     qa = [f"{ex.question} {t}" for t in targets]
     units = {
         "passage": [f"{s.title}: {s.text}" for s in ex.sources],
@@ -48,7 +51,8 @@ def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str,
                "average-attention": AverageAttentionScorer()}
     if esm_ablations:
         scorers[f"esm-{esm_ablations}"] = ESMScorer(n_ablations=esm_ablations)
-    record: dict = {"id": ex.id, "response_kind": response_kind, "response": job.response, "targets": targets}
+    record: dict = {"id": ex.id, "response_kind": response_kind, "response": job.response, "targets": targets,
+                    "support_inputs": support_inputs}
     for level in LEVELS:
         view = job.at_level(level)
         for name, scorer in scorers.items():
@@ -78,7 +82,7 @@ def collect_foreign(attributor: AT2Attributor, examples: Sequence[HotpotExample]
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, ex in enumerate(tqdm(examples, desc="citation bench (foreign claims)", disable=not progress)):
-        path = folder / f"{i:05d}-{ex.id}.json"
+        path = folder / f"{i:05d}-{ex.id}{_support_tag(attributor)}.json"
         if not path.is_file():
             claim = examples[(i + 1) % len(examples)].answer_sentence
             path.write_text(json.dumps(row_record(attributor, ex, "foreign", embed, 0, False, claim)))
@@ -95,11 +99,16 @@ def collect(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_d
         out[kind] = []
         for i, ex in enumerate(tqdm(examples, desc=f"citation bench ({kind})", disable=not progress)):
             esm = esm_ablations if kind == "gold" and i < esm_rows else 0
-            path = folder / f"{i:05d}-{ex.id}-esm{esm}-drops{int(i < esm_rows)}.json"
+            path = folder / f"{i:05d}-{ex.id}-esm{esm}-drops{int(i < esm_rows)}{_support_tag(attributor)}.json"
             if not path.is_file():
                 path.write_text(json.dumps(row_record(attributor, ex, kind, embed, esm, i < esm_rows)))
             out[kind].append(json.loads(path.read_text()))
     return out
+
+
+def _support_tag(attributor: AT2Attributor) -> str:
+    """Cache key part: records made with a support detector also hold its inputs."""
+    return "-support" if attributor.detector is not None else ""
 
 
 def _evidence_scores(attributor: AT2Attributor, record: dict, ex: HotpotExample) -> dict[str, np.ndarray]:
@@ -125,33 +134,51 @@ def _relevant(ex: HotpotExample, level: str) -> list[int]:
 
 def abstention(attributor: AT2Attributor, records: dict[str, list[dict]], foreign: list[dict],
                examples: Sequence[HotpotExample]) -> dict:
-    """Per evidence model: precision and recall of ``supported`` for "the cited evidence contains a supporting
-    fact" over the response sentences of both response kinds, and the share of unsupported claims (another
-    row's answer) that still get a citation."""
+    """Per evidence model (and per strictness of the support detector): precision and recall of ``supported``
+    for "the cited evidence contains a supporting fact" over the response sentences of both response kinds,
+    and the share of unsupported claims (another row's answer) that still get a citation. The cited sentence
+    is the default evidence model's top one for the detector rows."""
+    if attributor.calibration is None:
+        return {}
     out = {}
-    for name, model in (attributor.calibration.evidence.items() if attributor.calibration else []):
-        supported, hits, foreign_supported = [], [], []
-        for kind in records:
-            for record, ex in zip(records[kind], examples):
-                values = record_components(record, ex)
-                prob = model.predict(values)
-                labels = supporting_labels(ex, len(record["targets"]))
-                supported += model.supported(prob, values).tolist()
-                hits += labels[np.arange(len(prob)), prob.argmax(-1)].astype(bool).tolist()
-        for record, ex in zip(foreign, examples):
+    for name, model in attributor.calibration.evidence.items():
+        def decide(record, ex, model=model):
             values = record_components(record, ex)
-            foreign_supported += model.supported(model.predict(values), values).tolist()
-        supported, hits = np.asarray(supported), np.asarray(hits)
-        out[name] = {
-            "threshold": model.threshold,
-            "answer_floor": model.answer_floor,
-            "precision": float(hits[supported].mean()) if supported.any() else float("nan"),
-            "recall": float(supported[hits].mean()) if hits.any() else float("nan"),
-            "supported_share": float(supported.mean()),
-            "n_sentences": int(len(hits)),
-            "unsupported_claims_cited": float(np.mean(foreign_supported)) if foreign_supported else float("nan"),
-        }
+            return model.supported(model.predict(values), values)
+
+        out[name] = _abstention_stats(records, foreign, examples, model, decide,
+                                      {"threshold": model.threshold, "answer_floor": model.answer_floor})
+    detector = attributor.detector
+    if detector is not None:
+        cite_model = attributor.calibration.evidence[attributor.calibration.default_evidence]
+        for strictness, threshold in detector.thresholds.items():
+            def decide(record, ex, threshold=threshold):
+                return detector.support(record["support_inputs"]) >= threshold
+
+            out[f"detector-{strictness}"] = _abstention_stats(records, foreign, examples, cite_model, decide,
+                                                               {"threshold": threshold, "answer_floor": 0.0})
     return out
+
+
+def _abstention_stats(records, foreign, examples, cite_model, decide, extra: dict) -> dict:
+    supported, hits, foreign_supported = [], [], []
+    for kind in records:
+        for record, ex in zip(records[kind], examples):
+            prob = cite_model.predict(record_components(record, ex))
+            labels = supporting_labels(ex, len(record["targets"]))
+            supported += np.asarray(decide(record, ex)).tolist()
+            hits += labels[np.arange(len(prob)), prob.argmax(-1)].astype(bool).tolist()
+    for record, ex in zip(foreign, examples):
+        foreign_supported += np.asarray(decide(record, ex)).tolist()
+    supported, hits = np.asarray(supported, dtype=bool), np.asarray(hits, dtype=bool)
+    return {
+        **extra,
+        "precision": float(hits[supported].mean()) if supported.any() else float("nan"),
+        "recall": float(supported[hits].mean()) if hits.any() else float("nan"),
+        "supported_share": float(supported.mean()),
+        "n_sentences": int(len(hits)),
+        "unsupported_claims_cited": float(np.mean(foreign_supported)) if foreign_supported else float("nan"),
+    }
 
 
 def summarise(attributor: AT2Attributor, records: dict[str, list[dict]], foreign: list[dict],
@@ -214,7 +241,7 @@ def print_table(result: dict) -> None:
     print("\nabstention (gold and draft sentences): precision / recall of supported for 'cited evidence holds a "
           "supporting fact'; share supported; share of unsupported claims (another row's answer) cited")
     for name, a in result["abstention"].items():
-        print(f"  evidence-{name:<20} {a['precision']:.3f} / {a['recall']:.3f}, {a['supported_share']:.3f}, "
+        print(f"  {name:<29} {a['precision']:.3f} / {a['recall']:.3f}, {a['supported_share']:.3f}, "
               f"{a['unsupported_claims_cited']:.3f} (threshold {a['threshold']:.3f}, floor {a['answer_floor']:.3f}, "
               f"{a['n_sentences']} sentences)")
 
