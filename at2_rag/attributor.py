@@ -174,9 +174,9 @@ class AT2Attributor:
     def score_job(self, job: AttributionJob, scorer: Scorer | None = None, support: bool | None = None) -> Attribution:
         """Score a collected job: sources with this attributor's (or another) scorer, sentences with its
         sentence scorer, both from the same captured pass; with ``support`` (default: when a detector is
-        loaded), also each sentence's support signals, which take one short pass without the context."""
+        loaded and reads them), also the signals of the short pass without the context."""
         scorer = scorer or self.scorer
-        support = self.detector is not None if support is None else support
+        support = self.detector is not None and self.detector.needs_no_context if support is None else support
         signals = [None] * len(job.targets)
         if job.token_logprobs is not None:
             start = time.perf_counter()
@@ -302,13 +302,14 @@ class AT2Attributor:
         if self.detector is None:
             raise InvalidInputError("no support detector is loaded")
         threshold = self.detector.threshold(strictness or self.strictness)
-        if any(t.signals is None or t.signals.pmi_mean is None for t in attribution.targets):
+        if any(t.signals is None or self.detector.needs_no_context and t.signals.pmi_mean is None
+               for t in attribution.targets):
             raise InvalidInputError("this attribution was scored without support signals; attribute it with this "
                                     "attributor (its detector asks for them)")
         probability = self.detector.support(self.support_inputs(attribution))
         vocabulary = ContextVocabulary([attribution.query, *(s.title or "" for s in attribution.sources),
                                         *(s.text for s in attribution.sources)])
-        spans = [vocabulary.unsupported_spans(t.text, t.start) for t in attribution.targets]
+        spans = [vocabulary.unsupported_spans(t.text, t.start, mode=self.detector.span_mode) for t in attribution.targets]
         return probability, probability >= threshold, spans
 
     def cite_attribution(self, attribution: Attribution, max_sources: int = 3, relative_threshold: float = 0.5,

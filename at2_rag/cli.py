@@ -207,8 +207,8 @@ def cmd_fit_detector(args) -> None:
     if not data_dir.is_dir():
         raise UsageError(f"{data_dir}: no such directory of labelled answers (--data)")
     attributor = AT2Attributor.from_pretrained(args.model, detector=False, truncate=True)
-    records, _ = load_all(attributor, data_dir, args.work_dir)
-    detector, extras = fit_detector(attributor, records, "at2-rag " + " ".join(args.argv))
+    records, answers = load_all(attributor, data_dir, args.work_dir)
+    detector, extras = fit_detector(attributor, records, "at2-rag " + " ".join(args.argv), answers)
     out = Path(args.out or f"runs/{attributor.lm.model_id.replace('/', '__')}.detector.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     detector.save(out)

@@ -32,10 +32,11 @@ her him we our you your i me my not no nor so such can could may might will woul
 has have had having which who whom whose what when where why how all any both each few more most other some own
 same very just also only too up down out off again further once s t also however while because during before after
 above below between through until against among within upon per via one two""".split())
-LEXICAL = ("coverage", "novel_content", "novel_numbers", "novel_names", "bigram_coverage", "log_words", "meta",
-           "position", "first")
+LEXICAL = ("coverage", "novel_content", "novel_numbers", "novel_names", "novel_long", "novel_run", "bigram_coverage",
+           "trigram_coverage", "log_words", "meta", "position", "first")
 MODEL = ("source_attention", "logprob_mean", "logprob_min", "entropy_mean", "no_context_logprob_mean",
          "pmi_mean", "pmi_min")
+NO_CONTEXT = ("no_context_logprob_mean", "pmi_mean", "pmi_min")
 EVIDENCE = ("evidence_top", "lexical_top")
 STRICTNESS = ("lenient", "balanced", "strict")
 
@@ -58,10 +59,12 @@ class ContextVocabulary:
     def __init__(self, texts: Sequence[str]):
         self.stems: set[str] = set()
         self.bigrams: set[tuple[str, str]] = set()
+        self.trigrams: set[tuple[str, str, str]] = set()
         for text in texts:
             stems = [_stem(m.group(0)) for m in words(text)]
             self.stems.update(stems)
             self.bigrams.update(zip(stems, stems[1:]))
+            self.trigrams.update(zip(stems, stems[1:], stems[2:]))
 
     def novel(self, word: str) -> bool:
         """A content word, number or name of the answer that the context never uses."""
@@ -75,22 +78,34 @@ class ContextVocabulary:
         content = [(t, s) for t, s in zip(tokens, stems) if s not in STOPWORDS]
         novel = [t for t, s in content if s not in self.stems]
         pairs = [p for p in zip(stems, stems[1:]) if not (p[0] in STOPWORDS and p[1] in STOPWORDS)]
+        triples = [p for p in zip(stems, stems[1:], stems[2:]) if not all(w in STOPWORDS for w in p)]
+        run = longest = 0
+        for s in stems:
+            if s in STOPWORDS:
+                continue
+            run = run + 1 if s not in self.stems else 0
+            longest = max(longest, run)
         return {
             "coverage": 1.0 - len(novel) / len(content) if content else 1.0,
             "novel_content": float(len(novel)),
             "novel_numbers": float(sum(bool(_NUMBER.match(t)) for t in novel)),
             "novel_names": float(sum(t[:1].isupper() for t in novel[1:] if tokens and t != tokens[0])),
+            "novel_long": float(sum(len(t) >= 7 for t in novel)),
+            "novel_run": float(longest),
             "bigram_coverage": sum(p in self.bigrams for p in pairs) / len(pairs) if pairs else 1.0,
+            "trigram_coverage": sum(p in self.trigrams for p in triples) / len(triples) if triples else 1.0,
             "log_words": float(np.log1p(len(tokens))),
             "meta": float(sum(s in _META for s in stems)),
             "position": index / max(1, count - 1),
             "first": float(index == 0),
         }
 
-    def unsupported_spans(self, sentence: str, offset: int = 0, gap: int = 2) -> list[tuple[int, int]]:
+    def unsupported_spans(self, sentence: str, offset: int = 0, gap: int = 2,
+                          mode: str = "novel-words") -> list[tuple[int, int]]:
         """Char spans (shifted by ``offset``) of runs of novel words, bridging up to ``gap`` known words; the
-        whole sentence when no word is novel (the claim as a whole is what the context lacks)."""
-        found = words(sentence)
+        whole sentence when no word is novel (the claim as a whole is what the context lacks) or when ``mode``
+        is 'sentence'."""
+        found = words(sentence) if mode == "novel-words" else []
         spans: list[list[int]] = []
         last = -10
         for k, m in enumerate(found):
@@ -132,6 +147,9 @@ class SupportDetector(BaseModel):
     thresholds: dict[str, float] = Field(description="Least calibrated support for ``supported=True``, per "
                                          "strictness ('lenient' flags fewest sentences, 'strict' most).")
     default_strictness: str = "balanced"
+    span_mode: str = Field(default="novel-words", description="'novel-words': inside an unsupported sentence, mark "
+                           "the runs of words the context never uses; 'sentence': mark the whole sentence (chosen "
+                           "by span F1 on the calibration part).")
     metrics: dict[str, float] = Field(default_factory=dict, description="Held-out train numbers from the fit.")
     training_data: str = ""
     command: str = ""
@@ -143,6 +161,11 @@ class SupportDetector(BaseModel):
         theirs = (fingerprint.get("model_id"), fingerprint.get("num_layers"), fingerprint.get("num_heads"))
         if mine != theirs:
             raise CoefficientMismatchError(f"the support detector was fit for {mine}, not {theirs}")
+
+    @property
+    def needs_no_context(self) -> bool:
+        """Whether its inputs include the short pass without the context (PMI)."""
+        return any(f in NO_CONTEXT for f in self.features)
 
     def threshold(self, strictness: str | None = None) -> float:
         name = strictness or self.default_strictness

@@ -26,6 +26,7 @@ from ..detector import LEXICAL, MODEL, STRICTNESS, SupportDetector
 from ..errors import AT2Error
 
 SUMMARY_QUERY = "Summarize the passages."
+SUMMARY_LIMIT = 100  # RAGTruth Summary answers are long (~6 s each here): the first 100 of 281
 PARTS = ("train", "calibration", "validation")
 
 
@@ -174,18 +175,6 @@ def _predict(params, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(((x - mean) / scale) @ w + b)))
 
 
-def grouped_cv_auroc(x: np.ndarray, y: np.ndarray, g: np.ndarray, c: float, folds: int = 5) -> float:
-    """Sentence AUROC of 'unsupported' (1 - p) under cross-validation by group (on train records only)."""
-    from sklearn.metrics import roc_auc_score
-
-    fold = np.array([int(hashlib.sha256(str(v).encode()).hexdigest(), 16) % folds for v in g])
-    scores = np.zeros(len(y))
-    for k in range(folds):
-        test = fold == k
-        scores[test] = _predict(fit_logistic(x[~test], y[~test], c), x[test])
-    return float(roc_auc_score(1 - y, 1 - scores))
-
-
 def example_f1(records: Sequence[dict], flags: Sequence[Sequence[bool]]) -> dict[str, float]:
     """RAGTruth example-level precision/recall/F1: an answer is flagged when any sentence is unsupported."""
     truth = np.array([any(lab == 1 for lab in r["labels"]) for r in records])
@@ -229,8 +218,10 @@ def choose_thresholds(records: Sequence[dict], support: Sequence[np.ndarray], bo
 
 
 def fit_detector(attributor: AT2Attributor, train: Sequence[dict], calibration: Sequence[dict],
-                 features: Sequence[str], c: float, meta: dict) -> tuple[SupportDetector, dict]:
-    """Logistic model on ``train`` records, isotonic calibration and thresholds on ``calibration`` records."""
+                 features: Sequence[str], c: float, meta: dict,
+                 answers: dict[str, LabelledAnswer] | None = None) -> tuple[SupportDetector, dict]:
+    """Logistic model on ``train`` records, isotonic calibration and thresholds on ``calibration`` records
+    (and, given the ``answers``, the span mode with the best span F1 there)."""
     from sklearn.isotonic import IsotonicRegression
 
     x, y, _ = design(train, features)
@@ -248,7 +239,28 @@ def fit_detector(attributor: AT2Attributor, train: Sequence[dict], calibration: 
     usable = [r for r in calibration if "error" not in r]
     support = [detector.support(r["inputs"]) for r in usable]
     detector.thresholds, curve = choose_thresholds(usable, support)
-    return detector, {"curve": curve, "reliability": reliability(np.concatenate(support), usable)}
+    span_f1 = {}
+    if answers is not None:
+        for mode in ("novel-words", "sentence"):
+            spans = sentence_spans_of(usable, answers, mode)
+            flags = [s < detector.thresholds["balanced"] for s in support]
+            span_f1[mode] = span_prf(usable, answers, [[span for spans_t, f in zip(sp, fl) if f for span in spans_t]
+                                                       for sp, fl in zip(spans, flags)])["f1"]
+        detector.span_mode = max(span_f1, key=span_f1.get)
+    return detector, {"curve": curve, "reliability": reliability(np.concatenate(support), usable),
+                      "span_f1_by_mode": span_f1}
+
+
+def sentence_spans_of(records: Sequence[dict], answers: dict[str, LabelledAnswer], mode: str) -> list[list]:
+    """Per record, per sentence: the unsupported spans the detector would mark if it flagged the sentence."""
+    from ..detector import ContextVocabulary
+
+    out = []
+    for r in records:
+        a = answers[r["id"]]
+        vocabulary = ContextVocabulary([a.question, *a.passages])
+        out.append([vocabulary.unsupported_spans(a.response[s:e], s, mode=mode) for s, e in r["targets"]])
+    return out
 
 
 def reliability(support: np.ndarray, records: Sequence[dict], bins: int = 10) -> list[dict]:
@@ -308,21 +320,38 @@ def bootstrap_example(records: Sequence[dict], flags: Sequence[Sequence[bool]], 
 
 # ---- fitting: `at2-rag fit-detector` -------------------------------------------------------------------------
 
-TRAIN_FILES = {"ragtruth_dev.jsonl": None, "halueval_qa.jsonl": 600, "expertqa_validation.jsonl": None}
+# What the shipped detector is fit on: (file, task or None for all, first N of those or None for all).
+TRAIN_DATA = (("ragtruth_dev.jsonl", "QA", None), ("ragtruth_dev.jsonl", "Summary", SUMMARY_LIMIT),
+              ("halueval_qa.jsonl", None, 300))
 PRIMARY = "ragtruth"  # the kind of answer the detector is for: model choice is by cross-validation on it
 C_GRID = (0.01, 0.1, 1.0)
 
 
 def load_all(attributor: AT2Attributor, data_dir: str | Path, work_dir: str | Path,
-             files: dict[str, int | None] = TRAIN_FILES) -> tuple[list[dict], dict[str, LabelledAnswer]]:
-    """Detector inputs of every answer of the shared files (cached per file in ``work_dir``)."""
+             data=TRAIN_DATA) -> tuple[list[dict], dict[str, LabelledAnswer]]:
+    """Detector inputs of the answers named by ``data`` (cached per file in ``work_dir``)."""
     records, answers = [], {}
-    for name, limit in files.items():
-        rows = read_answers(Path(data_dir) / name)[:limit]
+    for name, task, limit in data:
+        rows = [a for a in read_answers(Path(data_dir) / name) if task is None or a.task == task][:limit]
         answers.update({a.id: a for a in rows})
         for record in collect_inputs(attributor, rows, Path(work_dir) / name, desc=name):
-            records.append({**record, "dataset": name.split("_")[0], "part": part_of(record["group"])})
+            records.append({**refresh_lexical(record, answers[record["id"]]), "dataset": name.split("_")[0],
+                            "part": part_of(record["group"])})
     return records, answers
+
+
+def refresh_lexical(record: dict, answer: LabelledAnswer) -> dict:
+    """The record with its lexical inputs recomputed by the current code (they need no model: cached model
+    inputs stay valid when only the lexical facts change)."""
+    from ..detector import ContextVocabulary
+
+    if "error" in record:
+        return record
+    vocabulary = ContextVocabulary([answer.question, *answer.passages])
+    n = len(record["texts"])
+    inputs = [{**row, **vocabulary.facts(text, t, n)} for t, (row, text) in enumerate(zip(record["inputs"],
+                                                                                          record["texts"]))]
+    return {**record, "inputs": inputs}
 
 
 def _cv_primary(records: Sequence[dict], features: Sequence[str], c: float, extra: bool, folds: int = 5) -> float:
@@ -332,7 +361,7 @@ def _cv_primary(records: Sequence[dict], features: Sequence[str], c: float, extr
 
     primary = [r for r in records if r["dataset"] == PRIMARY and "error" not in r]
     others = [r for r in records if r["dataset"] != PRIMARY and "error" not in r] if extra else []
-    fold = {r["group"]: int(hashlib.sha256(r["group"].encode()).hexdigest(), 16) % folds for r in primary}
+    fold = {r["group"]: int(hashlib.sha256(f"fold:{r['group']}".encode()).hexdigest(), 16) % folds for r in primary}
     y_all, s_all = [], []
     for k in range(folds):
         x, y, _ = design([r for r in primary if fold[r["group"]] != k] + others, features)
@@ -345,7 +374,8 @@ def _cv_primary(records: Sequence[dict], features: Sequence[str], c: float, extr
     return float(roc_auc_score(1 - np.asarray(y_all), 1 - np.asarray(s_all)))
 
 
-def fit(attributor: AT2Attributor, records: Sequence[dict], command: str) -> tuple[SupportDetector, dict]:
+def fit(attributor: AT2Attributor, records: Sequence[dict], command: str,
+        answers: dict[str, LabelledAnswer]) -> tuple[SupportDetector, dict]:
     """Choose feature set, C and training datasets by cross-validation on train parts; fit on train parts,
     calibrate on calibration parts. Validation parts are not read."""
     width = attributor.lm.num_layers * attributor.lm.num_heads
@@ -361,14 +391,15 @@ def fit(attributor: AT2Attributor, records: Sequence[dict], command: str) -> tup
     features = feature_sets(width)[best["features"]]
     fit_on = train if best["all_datasets"] else [r for r in train if r["dataset"] == PRIMARY]
     at2_only = max((row for row in table if row["features"] == "lookback"), key=lambda row: row["cv_auroc"])
-    meta = {"training_data": f"train parts of {', '.join(TRAIN_FILES)} (split by source, 3:1:1 train:calibration:"
+    names = ", ".join(f"{n}{f' {t}' if t else ''}{f' (first {k})' if k else ''}" for n, t, k in TRAIN_DATA)
+    meta = {"training_data": f"train parts of {names} (split by source, 3:1:1 train:calibration:"
                              f"validation); {'all datasets' if best['all_datasets'] else PRIMARY + ' only'}: "
                              f"{sum(1 for r in fit_on if 'error' not in r)} answers",
             "command": command,
             "notes": f"features '{best['features']}', C={best['C']}, chosen by grouped CV sentence AUROC on "
                      f"{PRIMARY} train answers ({best['cv_auroc']:.3f}); isotonic calibration and thresholds on "
                      f"{len(calibration)} {PRIMARY} calibration answers"}
-    detector, extras = fit_detector(attributor, fit_on, calibration, features, best["C"], meta)
+    detector, extras = fit_detector(attributor, fit_on, calibration, features, best["C"], meta, answers)
     detector.metrics = {"cv_auroc": best["cv_auroc"], "calibration_answers": float(len(calibration))}
     baseline_fit = [r for r in train if r["dataset"] == PRIMARY]
     word_threshold = _best_overlap_threshold(baseline_fit)
@@ -426,7 +457,8 @@ def _balanced(records: Sequence[dict], seed: int = 0) -> list[dict]:
 
 def evaluate(records: Sequence[dict], answers: dict[str, LabelledAnswer], fn, vocabularies) -> dict:
     scores, flags = zip(*(fn(r) for r in records)) if records else ((), ())
-    spans = [[s for s, f in zip(vocabularies[r["id"]], flag) if f for s in s] for r, flag in zip(records, flags)]
+    spans = [[span for spans_t, f in zip(vocabularies[r["id"]], flag) if f for span in spans_t]
+             for r, flag in zip(records, flags)]
     clean = [f for r, f in zip(records, flags) if not any(lab == 1 for lab in r["labels"])]
     return {"example": {**example_f1(records, flags), "f1_ci95": bootstrap_example(records, flags)},
             "span": span_prf(records, answers, spans),
@@ -439,17 +471,13 @@ def evaluate(records: Sequence[dict], answers: dict[str, LabelledAnswer], fn, vo
 def bench(attributor: AT2Attributor, data: str | Path, work_dir: str | Path, part: str | None,
           baselines: dict | None) -> dict:
     """Every method on one labelled file (natural rate and a balanced sample), overall, by task and by LLM."""
-    from ..detector import ContextVocabulary
-
     answers_list = read_answers(data, part)
     answers = {a.id: a for a in answers_list}
     records = [r for r in collect_inputs(attributor, answers_list, Path(work_dir) / Path(data).name, desc="answers")
                if "error" not in r]
-    vocabularies = {}
-    for r in records:
-        a = answers[r["id"]]
-        vocabulary = ContextVocabulary([a.question, *a.passages])
-        vocabularies[r["id"]] = [vocabulary.unsupported_spans(a.response[s:e], s) for s, e in r["targets"]]
+    records = [refresh_lexical(r, answers[r["id"]]) for r in records]
+    mode = attributor.detector.span_mode if attributor.detector is not None else "novel-words"
+    vocabularies = dict(zip((r["id"] for r in records), sentence_spans_of(records, answers, mode)))
     result = {"data": str(data), "part": part, "model": attributor.lm.model_id, "n_answers": len(records),
               "seconds_per_answer": float(np.mean([r["seconds"] for r in records])) if records else None,
               "tokens_per_answer": float(np.mean([r["tokens"] for r in records])) if records else None,

@@ -1,0 +1,88 @@
+"""Cost of deciding `supported` for a given answer, by context length, in one run: a plain forward pass, the
+attribution pass (teacher-forced, both levels captured), the detector's extra work (the short pass without the
+context when its inputs need it, lexical facts, the logistic model) and the whole `cite` call, as seconds and as
+ratios to the forward pass. Contexts are HotpotQA validation passages concatenated to the target length; the
+answer is a two-sentence text of about 40 tokens.
+
+    python benchmarks/support_cost.py --lengths 512,2048 --json runs/support_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from at2_rag import AT2Attributor
+from at2_rag.eval.hotpotqa import load_hotpotqa
+
+ANSWER = ("The answer comes from the passages above, which name the people and places involved. "
+          "It was first recorded in 1844 and later moved to a museum in New York.")
+
+
+def context(rows, tokens: int, tokenizer) -> list[tuple[str, str]]:
+    out, total = [], 0
+    for row in rows:
+        for source in row.sources:
+            out.append((source.title or "", source.text))
+            total += len(tokenizer(source.text, add_special_tokens=False)["input_ids"]) + 8
+            if total >= tokens:
+                return out
+    return out
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="512,2048")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", default="../shared/data/hotpotqa/validation.jsonl")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    attributor = AT2Attributor.from_pretrained()
+    lm, rows = attributor.lm, load_hotpotqa(args.data, 40)
+    results = []
+    for length in (int(n) for n in args.lengths.split(",")):
+        sources = context(rows, length, lm.tokenizer)
+        query = rows[0].question
+        job = attributor.jobs([query], [sources], [ANSWER])[0]
+        prompt, response = job.layout.input_ids, job.response_ids
+        attributor.cite(query, sources, response=ANSWER)  # warm-up
+        forward = best_of(lambda: lm.response_logprobs([prompt], [response]), args.repeats)
+        attribution_pass = best_of(lambda: attributor.jobs([query], [sources], [ANSWER]), args.repeats)
+        extra = best_of(lambda: attributor.cite_attribution(attributor.score_job(job)), args.repeats)
+        whole = best_of(lambda: attributor.cite(query, sources, response=ANSWER), args.repeats)
+        results.append({"context_tokens": len(prompt), "answer_tokens": len(response), "forward_s": forward,
+                        "attribution_pass_s": attribution_pass, "detector_extra_s": extra, "cite_s": whole,
+                        "cite_over_forward": whole / forward})
+    meta = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "model": lm.model_id,
+            "detector_features": len(attributor.detector.features) if attributor.detector else 0,
+            "detector_needs_no_context_pass": bool(attributor.detector and attributor.detector.needs_no_context)}
+    print(f"{lm.model_id} on cpu ({meta['threads']} threads), {meta['date']}; detector needs the no-context pass: "
+          f"{meta['detector_needs_no_context_pass']}")
+    print(f"{'prompt tokens':>13} {'forward s':>10} {'attribution pass s':>19} {'detector extra s':>17} "
+          f"{'cite s':>8} {'cite / forward':>15}")
+    for r in results:
+        print(f"{r['context_tokens']:>13} {r['forward_s']:>10.3f} {r['attribution_pass_s']:>19.3f} "
+              f"{r['detector_extra_s']:>17.3f} {r['cite_s']:>8.3f} {r['cite_over_forward']:>14.2f}x")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({**meta, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
