@@ -226,7 +226,7 @@ def cmd_fit_detector(args) -> None:
 def cmd_bench(args) -> None:
     if args.name == "hallucination":
         from . import AT2Attributor
-        from .eval.hallucination import bench, print_bench
+        from .eval.hallucination import bench, plot_reliability, print_bench
 
         if not args.data or not Path(args.data).is_file():
             raise UsageError("bench hallucination needs --data FILE.jsonl (labelled answers in the shared format)")
@@ -238,6 +238,9 @@ def cmd_bench(args) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
         print(f"wrote {out}")
+        if args.plot:
+            plot_reliability(result, args.plot)
+            print(f"wrote {args.plot}")
         return
     if args.name == "hotpotqa":
         from .eval.pruning import main as bench_main
@@ -368,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="hallucination: baselines written by fit-detector (word overlap, AT2-only)")
     common(p, 40)
     p.add_argument("--json", help="results file (default: runs/<name>.json)")
+    p.add_argument("--plot", help="hallucination: reliability diagram of the detector (PNG)")
     p.add_argument("--esm-ablations", type=int, default=32, help="hotpotqa: ESM ablations, 0 to skip ESM")
     p.add_argument("--esm-rows", type=int, default=20, help="citations: rows that also get ESM-32 (slow)")
     p.add_argument("--work-dir", help="citations: per-row records (resumable; default runs/citations)")

@@ -31,7 +31,7 @@ of in on at to for from by with without about into over under as it its it's the
 her him we our you your i me my not no nor so such can could may might will would shall should do does did done
 has have had having which who whom whose what when where why how all any both each few more most other some own
 same very just also only too up down out off again further once s t also however while because during before after
-above below between through until against among within upon per via one two""".split())
+above below between through until against among within upon per via one two answer yes""".split())
 LEXICAL = ("coverage", "novel_content", "novel_numbers", "novel_names", "novel_long", "novel_run", "bigram_coverage",
            "trigram_coverage", "log_words", "meta", "position", "first")
 MODEL = ("source_attention", "logprob_mean", "logprob_min", "entropy_mean", "no_context_logprob_mean",

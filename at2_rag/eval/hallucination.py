@@ -511,7 +511,34 @@ def bench(attributor: AT2Attributor, data: str | Path, work_dir: str | Path, par
                 subset = [r for r in records if r[field] == value]
                 entry[key][value] = evaluate(subset, answers, fn, vocabularies)
         result["methods"][name] = entry
+    if attributor.detector is not None:
+        support = np.concatenate([attributor.detector.support(r["inputs"]) for r in records]) if records else np.array([])
+        result["reliability"] = reliability(support, records)
     return result
+
+
+def plot_reliability(result: dict, path: str | Path) -> None:
+    """Reliability diagram of the detector's calibrated support on the benched answers (bin size as area)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = result.get("reliability") or []
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], color="#2563eb", linewidth=1)
+    ax.scatter([b["predicted"] for b in bins], [b["observed"] for b in bins],
+               s=[max(8.0, 600 * b["n"] / max(1, sum(x["n"] for x in bins))) for b in bins], color="#2563eb",
+               alpha=0.7, label="bins (area = sentences)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted support (calibrated)")
+    ax.set_ylabel("share of sentences labelled supported")
+    ax.set_title(f"{Path(result['data']).name}, part {result['part']}, n={result['n_answers']} answers", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def print_bench(result: dict) -> None:
