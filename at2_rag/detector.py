@@ -4,8 +4,8 @@ Citing (which source sentence supports a claim) is a ranking and stays with the 
 anything supports it is a classification with its own labels (answers with human-marked unsupported spans)
 and its own features: the model-derived signals of ``signals.py``, the evidence model's best score, and
 lexical facts (numbers and names absent from the context, content-word coverage). A logistic model over them,
-calibrated by isotonic regression on a held-out part of its training data, gives ``support``: the estimated
-probability that the sentence is supported. ``strictness`` picks the operating point.
+calibrated by Platt scaling on held-out answers, gives ``support``: the estimated probability that the sentence
+is supported. ``strictness`` picks the operating point.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def feature_row(signals: SentenceSignals, lexical: dict[str, float], evidence: d
 
 
 class SupportDetector(BaseModel):
-    """Logistic model over named detector inputs, isotonic calibration, and operating points by strictness."""
+    """Logistic model over named detector inputs, a monotone calibration map, and operating points by strictness."""
 
     model_id: str
     num_layers: int
@@ -142,7 +142,7 @@ class SupportDetector(BaseModel):
     scale: list[float]
     weights: list[float]
     bias: float
-    calibration_x: list[float] = Field(description="Isotonic calibration knots: raw logistic probability ...")
+    calibration_x: list[float] = Field(description="Calibration knots (Platt scaling, linearly interpolated): raw probability ...")
     calibration_y: list[float] = Field(description="... and the calibrated probability of being supported.")
     thresholds: dict[str, float] = Field(description="Least calibrated support for ``supported=True``, per "
                                          "strictness ('lenient' flags fewest sentences, 'strict' most).")

@@ -197,7 +197,7 @@ def choose_thresholds(records: Sequence[dict], support: Sequence[np.ndarray], bo
     (the default) and 'lenient' maximise the bootstrap-median example-level F1 among thresholds that flag at most
     15% / 5% of clean answers (a flag on most answers tells a user nothing); 'strict' maximises it without a cap
     (recall first). The bootstrap median, not one sample's peak, keeps the choice off a knife edge."""
-    grid = np.round(np.arange(0.05, 1.0, 0.01), 2)
+    grid = np.round(np.arange(0.05, 1.0, 0.005), 3)
     rng = np.random.default_rng(seed)
     n = len(records)
     samples = [rng.integers(0, n, n) for _ in range(boot)]
@@ -235,31 +235,41 @@ def out_of_fold_raw(records: Sequence[dict], features: Sequence[str], c: float, 
     return [out[r["id"]] for r in records]
 
 
+def platt_knots(raw: np.ndarray, y: np.ndarray, knots: int = 200) -> tuple[list[float], list[float]]:
+    """Platt scaling (a logistic map of the raw score's logit) fit on held-out sentences, written as knots for
+    linear interpolation: at quantiles of the held-out raw scores plus the ends. Unlike isotonic steps it keeps
+    every distinction of the raw ranking, so thresholds can move in small steps."""
+    from sklearn.linear_model import LogisticRegression
+
+    logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
+    model = LogisticRegression(C=1e4, max_iter=2000).fit(logit(raw).reshape(-1, 1), y)
+    xs = np.unique(np.concatenate([[0.0, 1.0], np.quantile(raw, np.linspace(0, 1, knots + 1))]))
+    return xs.tolist(), model.predict_proba(logit(xs).reshape(-1, 1))[:, 1].tolist()
+
+
 def fit_detector(attributor: AT2Attributor, train: Sequence[dict], calibration: Sequence[dict],
                  features: Sequence[str], c: float, meta: dict,
                  answers: dict[str, LabelledAnswer] | None = None) -> tuple[SupportDetector, dict]:
-    """Logistic model on ``train`` records, isotonic calibration and thresholds on ``calibration`` records
-    (and, given the ``answers``, the span mode with the best span F1 there)."""
-    from sklearn.isotonic import IsotonicRegression
-
+    """Logistic model on ``train`` records; Platt calibration and thresholds on held-out sentences (the
+    ``calibration`` records and out-of-fold predictions for the primary dataset's train records); given the
+    ``answers``, the span mode with the best span F1 on the calibration records."""
     x, y, _ = design(train, features)
     params = fit_logistic(x, y, c)
-    xc, yc, _ = design(calibration, features)
-    raw = _predict(params, xc)
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, yc)
-    knots_x, knots_y = iso.X_thresholds_, iso.y_thresholds_
+    usable = [r for r in calibration if "error" not in r]
+    primary = [r for r in train if r.get("dataset", PRIMARY) == PRIMARY and "error" not in r]
+    raw_held = [_predict(params, np.array([[row[f] for f in features] for row in r["inputs"]], dtype=float)
+                         .reshape(-1, len(features))) for r in usable] + out_of_fold_raw(primary, features, c)
+    held = usable + primary
+    labelled = [(v, 1 - lab) for r, raw in zip(held, raw_held) for v, lab in zip(raw, r["labels"]) if lab is not None]
+    knots_x, knots_y = platt_knots(np.array([v for v, _ in labelled]), np.array([lab for _, lab in labelled]))
     lm = attributor.lm
     detector = SupportDetector(
         model_id=lm.model_id, num_layers=lm.num_layers, num_heads=lm.num_heads, features=list(features),
         mean=params[0].tolist(), scale=params[1].tolist(), weights=params[2].tolist(), bias=params[3],
-        calibration_x=knots_x.tolist(), calibration_y=knots_y.tolist(), thresholds={s: 0.5 for s in STRICTNESS},
-        **meta)
-    usable = [r for r in calibration if "error" not in r]
-    support = [detector.support(r["inputs"]) for r in usable]
-    primary = [r for r in train if r.get("dataset", PRIMARY) == PRIMARY and "error" not in r]
-    held_out = [np.interp(raw, detector.calibration_x, detector.calibration_y)
-                for raw in out_of_fold_raw(primary, features, c)]
-    detector.thresholds, curve = choose_thresholds(usable + primary, support + held_out)
+        calibration_x=knots_x, calibration_y=knots_y, thresholds={s: 0.5 for s in STRICTNESS}, **meta)
+    held_support = [np.interp(raw, detector.calibration_x, detector.calibration_y) for raw in raw_held]
+    support = held_support[:len(usable)]
+    detector.thresholds, curve = choose_thresholds(held, held_support)
     span_f1 = {}
     if answers is not None:
         for mode in ("novel-words", "sentence"):
@@ -268,7 +278,7 @@ def fit_detector(attributor: AT2Attributor, train: Sequence[dict], calibration: 
             span_f1[mode] = span_prf(usable, answers, [[span for spans_t, f in zip(sp, fl) if f for span in spans_t]
                                                        for sp, fl in zip(spans, flags)])["f1"]
         detector.span_mode = max(span_f1, key=span_f1.get)
-    return detector, {"curve": curve, "reliability": reliability(np.concatenate(support), usable),
+    return detector, {"curve": curve, "reliability": reliability(np.concatenate(held_support), held),
                       "span_f1_by_mode": span_f1}
 
 
@@ -418,8 +428,8 @@ def fit(attributor: AT2Attributor, records: Sequence[dict], command: str,
                              f"{sum(1 for r in fit_on if 'error' not in r)} answers",
             "command": command,
             "notes": f"features '{best['features']}', C={best['C']}, chosen by grouped CV sentence AUROC on "
-                     f"{PRIMARY} train answers ({best['cv_auroc']:.3f}); isotonic calibration and thresholds on "
-                     f"{len(calibration)} {PRIMARY} calibration answers"}
+                     f"{PRIMARY} train answers ({best['cv_auroc']:.3f}); Platt calibration and thresholds on "
+                     f"{len(calibration)} {PRIMARY} calibration answers and out-of-fold {PRIMARY} train answers"}
     detector, extras = fit_detector(attributor, fit_on, calibration, features, best["C"], meta, answers)
     detector.metrics = {"cv_auroc": best["cv_auroc"], "calibration_answers": float(len(calibration))}
     baseline_fit = [r for r in train if r["dataset"] == PRIMARY]
@@ -531,8 +541,11 @@ def plot_reliability(result: dict, path: str | Path) -> None:
     ax.scatter([b["predicted"] for b in bins], [b["observed"] for b in bins],
                s=[max(8.0, 600 * b["n"] / max(1, sum(x["n"] for x in bins))) for b in bins], color="#2563eb",
                alpha=0.7, label="bins (area = sentences)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["predicted"], b["observed"]), textcoords="offset points", xytext=(5, -10),
+                    fontsize=7, color="#374151")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
     ax.set_xlabel("predicted support (calibrated)")
     ax.set_ylabel("share of sentences labelled supported")
     ax.set_title(f"{Path(result['data']).name}, part {result['part']}, n={result['n_answers']} answers", fontsize=9)
