@@ -26,12 +26,20 @@ _WORD = re.compile(r"[^\W_]+(?:[.,'’-][^\W_]+)*", re.UNICODE)
 _NUMBER = re.compile(r"^\d[\d.,]*$")
 _META = {"passage", "passages", "provided", "mention", "mentioned", "mentions", "information", "context",
          "sorry", "unable", "document", "documents", "article", "sources", "specified", "specify", "question"}
+# Words that frame an answer rather than claim anything ("Sure!", "Based on the given passages, here is my
+# answer:", "I hope this helps!"): like function words, they neither need nor earn support from the context.
+DISCOURSE = frozenset("""sure certainly okay ok yes hope helps help glad happy thank thanks please let know note
+based given provided here here's there's that's let's i'm i've i'd answer answers question questions passage
+passages context document documents source sources text information mention mentioned mentions additional further
+following summary unable therefore thus however overall conclusion possible attempt briefly brief words key points
+article requested necessary contain determined described example less instructions""".split())
+_REFERRING = {"passage", "passag", "document", "source", "sourc", "article", "step"}  # "Passage 2", "document 3"
 STOPWORDS = frozenset("""a an the and or but if then than that this these those is are was were be been being am
 of in on at to for from by with without about into over under as it its it's they them their there here he she his
 her him we our you your i me my not no nor so such can could may might will would shall should do does did done
 has have had having which who whom whose what when where why how all any both each few more most other some own
 same very just also only too up down out off again further once s t also however while because during before after
-above below between through until against among within upon per via one two answer yes""".split())
+above below between through until against among within upon per via one two""".split())
 LEXICAL = ("coverage", "novel_content", "novel_numbers", "novel_names", "novel_long", "novel_run", "bigram_coverage",
            "trigram_coverage", "log_words", "meta", "position", "first")
 MODEL = ("source_attention", "logprob_mean", "logprob_min", "entropy_mean", "no_context_logprob_mean",
@@ -39,14 +47,20 @@ MODEL = ("source_attention", "logprob_mean", "logprob_min", "entropy_mean", "no_
 NO_CONTEXT = ("no_context_logprob_mean", "pmi_mean", "pmi_min")
 EVIDENCE = ("evidence_top", "lexical_top")
 STRICTNESS = ("lenient", "balanced", "strict")
+# Inputs whose direction is known: +1 can only raise support, -1 only lower it (the fit keeps these signs).
+SUPPORT_SIGN = {"coverage": 1, "bigram_coverage": 1, "trigram_coverage": 1, "evidence_top": 1, "lexical_top": 1,
+                "novel_content": -1, "novel_numbers": -1, "novel_names": -1, "novel_long": -1, "novel_run": -1}
 
 
 def _stem(word: str) -> str:
-    word = word.lower().replace(",", "")
+    word = word.lower().replace(",", "").replace("’", "'")
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
+
+
+STOPWORDS = STOPWORDS | DISCOURSE | {_stem(w) for w in DISCOURSE}  # the stems too: "passages" -> "passag"
 
 
 def words(text: str) -> list[re.Match]:
@@ -75,6 +89,8 @@ class ContextVocabulary:
         found = words(sentence)
         tokens = [m.group(0) for m in found]
         stems = [_stem(t) for t in tokens]
+        # a number right after "passage" / "document" names a source, it claims nothing
+        stems = [s if not (k and _NUMBER.match(s) and stems[k - 1] in _REFERRING) else "the" for k, s in enumerate(stems)]
         content = [(t, s) for t, s in zip(tokens, stems) if s not in STOPWORDS]
         novel = [t for t, s in content if s not in self.stems]
         pairs = [p for p in zip(stems, stems[1:]) if not (p[0] in STOPWORDS and p[1] in STOPWORDS)]

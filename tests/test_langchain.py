@@ -48,6 +48,19 @@ def test_retrieval_chain_keeps_and_cites_the_answering_passage(rag_store, attrib
         assert out["unsupported"] == []
 
 
+def test_runnable_abstains_on_an_invented_sentence(rag_store, attributor):
+    """The retrieved documents and an answer with one sentence no document supports, as a chain's output."""
+    questions, store, _ = rag_store
+    q = questions[0]
+    invented = "Its guards are trained falcons named after Roman emperors."
+    out = AT2CitationRunnable(attributor=attributor, raise_on_error=True).invoke(
+        {"input": q["question"], "context": store.similarity_search(q["question"], k=4),
+         "answer": f"{q['answer']} {invented}"})
+    assert [c["supported"] for c in out["citations"]] == [True, True, False]
+    assert out["unsupported"] == [invented]
+    assert out["citations"][-1]["sources"] == [] and out["citations"][-1]["unsupported_spans"]
+
+
 def test_local_llm_and_own_draft(rag_store, attributor):
     questions, store, _ = rag_store
     docs = store.similarity_search(questions[1]["question"], k=3)
