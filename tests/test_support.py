@@ -1,5 +1,6 @@
 """The support detector: its inputs equal a direct computation from eager attention and logits, its file
-round-trips and refuses a mismatch, and sentence splitting keeps list items whole."""
+round-trips and refuses a mismatch, its fit keeps the signs it must, the shipped file flags invented sentences,
+and sentence splitting keeps list items whole."""
 
 import json
 
@@ -150,3 +151,58 @@ def test_list_shaped_ragtruth_answers_have_no_bare_markers():
             pieces = [response[a:b] for a, b in sentence_spans(response)]
             assert not [p for p in pieces if marker.fullmatch(p)], pieces
     assert listed > 50
+
+
+def test_fit_keeps_the_sign_of_coverage_and_novelty():
+    """Two correlated coverage inputs: unconstrained, one would take the wrong sign; fixed, neither does."""
+    from at2_rag.eval.hallucination import fit_logistic
+
+    rng = np.random.default_rng(0)
+    coverage = rng.uniform(0, 1, 400)
+    bigram = coverage + rng.normal(0, 0.05, 400)
+    novel = rng.poisson(3 * (1 - coverage))
+    y = (rng.uniform(0, 1, 400) < 0.2 + 0.7 * bigram.clip(0, 1)).astype(int)
+    x = np.column_stack([coverage, bigram, novel, rng.normal(size=400)])
+    _, _, w, _ = fit_logistic(x, y, 1.0, ["coverage", "bigram_coverage", "novel_content", "log_words"])
+    assert w[0] >= 0 and w[1] >= 0 and w[2] <= 0
+
+
+def test_invented_records_are_labelled_unsupported():
+    from at2_rag.eval.hallucination import LabelledAnswer, invented_records
+
+    answers = {f"a{i}": LabelledAnswer(id=f"a{i}", group=f"g{i}", task="QA", model="m", question=f"Question {i}?",
+                                       passages=[f"Passage text about topic {i} and its {i} facts."],
+                                       response=f"Topic {i} has facts. More about topic {i} here.", spans=[])
+               for i in range(3)}
+    records = [{"id": a.id, "group": a.group, "texts": [f"Topic {i} has facts.", f"More about topic {i} here."],
+                "labels": [0, 0], "inputs": [{}, {}]} for i, a in enumerate(answers.values())]
+    out = invented_records(records, answers)
+    for r in out:
+        source = next(x for x in records if x["group"] == r["group"])
+        if r["id"].endswith(":appended"):
+            assert r["labels"] == [0, 0, 1] and r["texts"][-1] not in source["texts"]
+        elif r["id"].endswith(":alone"):
+            assert r["labels"] == [1] and r["texts"][0] not in source["texts"]
+        else:
+            assert r["id"].endswith(":first") and r["labels"] == [0] and r["texts"][0] == source["texts"][0]
+    assert {r["id"].split(":")[1] for r in out} == {"appended", "alone", "first"}
+
+
+def test_shipped_detector_flags_invented_and_supports_covered_sentences():
+    """The shipped file on its own inputs (all lexical): a wholly invented sentence is unsupported, a sentence
+    the passage states is supported, and framing such as "Sure!" claims nothing."""
+    from at2_rag.coefficients import shipped_path
+
+    detector = SupportDetector.load(shipped_path("HuggingFaceTB/SmolLM2-135M-Instruct", "detector"))
+    assert not detector.needs_no_context
+    vocabulary = ContextVocabulary(["Who deciphered the Rosetta Stone?",
+                                    "Jean-Francois Champollion deciphered the hieroglyphs in 1822. "
+                                    "The stone is kept in the British Museum."])
+    rows = [vocabulary.facts(text, t, 3) for t, text in enumerate(
+        ["Sure!", "Champollion deciphered the Rosetta Stone in 1822.", "It is guarded by trained falcons."])]
+    support = detector.support(rows)
+    threshold = detector.threshold()
+    assert support[0] >= threshold and support[1] >= threshold and support[2] < threshold
+    alone = detector.support([ContextVocabulary(["Who deciphered the Rosetta Stone?"]).facts(
+        "The answer is Napoleon Bonaparte.", 0, 1)])
+    assert alone[0] < threshold
