@@ -16,7 +16,12 @@ def random_masks(n_sources: int, n_masks: int, keep_prob: float = 0.5, seed: int
 
 
 def target_logit_means(logprobs: torch.Tensor) -> torch.Tensor:
-    """ContextCite's per-target output: mean over tokens of ``log(p / (1 - p))``, computed stably from log p."""
+    """Mean over a target's tokens of the per-token log-odds ``log(p / (1 - p))``, computed stably from log p.
+
+    This is ContextCite's ``total_token_logit_prob`` output, not its default: ContextCite (and the AT2 trainer)
+    regress on the log-odds of the whole target's probability, ``log(P / (1 - P))`` with ``P`` the product of
+    the token probabilities; scores fit to the two differ in scale and, under the same LASSO penalty, in
+    which sources they zero."""
     logprobs = logprobs.clamp(max=-1e-7)
     return (logprobs - torch.log(-torch.expm1(logprobs))).mean(-1)
 
