@@ -137,6 +137,20 @@ def _families(spec: str) -> tuple[str, ...]:
         raise UsageError(str(exc)) from None
 
 
+def cmd_export_coefficients(args) -> None:
+    from .coefficients import Coefficients, shipped_path, to_at2_checkpoint
+    from .lm import DEFAULT_MODEL_ID
+
+    source = args.coefficients or shipped_path(DEFAULT_MODEL_ID, args.source_kind)
+    if source is None or not Path(source).is_file():
+        raise UsageError(f"no coefficient file {source} (--coefficients PATH.safetensors)")
+    coefficients = Coefficients.load(source)
+    to_at2_checkpoint(coefficients, args.out)
+    meta = coefficients.metadata
+    print(f"wrote {args.out}: {meta.num_layers} x {meta.num_heads} {meta.source_kind} θ of {meta.model_id} "
+          f"({meta.model_type}), readable by at2's LinearScoreEstimator.load")
+
+
 def cmd_calibrate(args) -> None:
     from . import AT2Attributor
     from .eval.calibrate import collect_records, fit_calibration
@@ -328,6 +342,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     _ray_options(p)
     p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("export-coefficients", help="write coefficients in the AT2 reference's score_estimator.pt "
+                       "format (attention-weight family)")
+    p.add_argument("out", help="output .pt path")
+    p.add_argument("--format", choices=["at2"], default="at2", help="the reference's LinearScoreEstimator format")
+    p.add_argument("--coefficients", help="a .safetensors coefficient file (default: the shipped one)")
+    p.add_argument("--source-kind", choices=["passage", "sentence"], default="sentence",
+                   help="which shipped file when --coefficients is not given")
+    p.set_defaults(func=cmd_export_coefficients)
 
     p = sub.add_parser("calibrate", help="fit evidence models, abstention thresholds and fusion weights on train rows")
     common(p, None)

@@ -159,25 +159,67 @@ def from_at2_checkpoint(path: str | Path, fingerprint: dict, source: str | None 
     """Convert a score estimator published with the AT2 paper (``score_estimator.pt``) to ``Coefficients``.
 
     Read with ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickles.
-    Their features are ordered layer-major like ours, so ``linear.weight`` maps to θ directly.
+    Their features are ordered layer-major like ours, so ``linear.weight`` maps to θ directly. The file's
+    feature extractor (layers, heads, model type) must match the model; a non-zero bias is refused, since the
+    reference adds it once per source token and dropping it would change the ranking; the source kind is the
+    one the file records (``extras["source_kind"]``, written by ``to_at2_checkpoint``), else 'sentence', the
+    reference trainer's default.
     """
     try:
         saved = torch.load(str(path), map_location="cpu", weights_only=True)
         weight = saved["state_dict"]["linear.weight"]
     except Exception as exc:
         raise CoefficientMismatchError(f"{path} is not an AT2 score estimator checkpoint: {exc}") from exc
+    if saved.get("class", "LinearScoreEstimator") != "LinearScoreEstimator":
+        raise CoefficientMismatchError(f"{path} holds a {saved['class']}, not a LinearScoreEstimator")
+    bias = saved["state_dict"].get("linear.bias")
+    if bias is not None and bool(torch.any(bias != 0)):
+        raise CoefficientMismatchError(
+            f"{path} has a bias ({float(bias.flatten()[0]):.3g}): the reference adds it once per source token, "
+            "which at2-rag's source scores do not do; refusing it rather than silently changing the ranking")
     expected = fingerprint["num_layers"] * fingerprint["num_heads"]
     if weight.numel() != expected:
         raise CoefficientMismatchError(
             f"{path} has {weight.numel()} coefficients but {fingerprint['model_id']} has "
             f"{fingerprint['num_layers']} x {fingerprint['num_heads']} = {expected} heads"
         )
+    extractor = (saved.get("feature_extractor") or {}).get("kwargs") or {}
+    shape = (extractor.get("num_layers", fingerprint["num_layers"]), extractor.get("num_heads", fingerprint["num_heads"]))
+    if shape != (fingerprint["num_layers"], fingerprint["num_heads"]):
+        raise CoefficientMismatchError(f"{path} was trained for {shape[0]} layers x {shape[1]} heads, not "
+                                       f"{fingerprint['num_layers']} x {fingerprint['num_heads']}")
+    if extractor.get("model_type") not in (None, fingerprint["model_type"]):
+        raise CoefficientMismatchError(f"{path} was trained for a {extractor['model_type']} model, not "
+                                       f"{fingerprint['model_type']}")
+    extras = saved.get("extras") or {}
+    source_kind = extras.get("source_kind", "sentence")
+    if source_kind not in SOURCE_KINDS:
+        raise CoefficientMismatchError(f"{path}: source kind {source_kind!r} is not one of {SOURCE_KINDS}")
     metadata = CoefficientMetadata(
         model_id=fingerprint["model_id"], model_type=fingerprint["model_type"], num_layers=fingerprint["num_layers"],
-        num_heads=fingerprint["num_heads"], source_kind="sentence", training_data=source or str(path),
+        num_heads=fingerprint["num_heads"], source_kind=source_kind, training_data=source or str(path),
         notes="converted from a published AT2 score estimator (MadryLab/AT2 format)",
     )
     return Coefficients(theta=weight.detach().float().flatten(), metadata=metadata)
+
+
+def to_at2_checkpoint(coefficients: Coefficients, path: str | Path) -> None:
+    """Write θ as a file the reference's ``LinearScoreEstimator.load`` reads: ``linear.weight`` [1, L·H] in the
+    same layer-major order, unchanged (so its scores equal ours), no bias, the constructor flags its trainer
+    writes (``normalize=True`` only acts after training) and the model type explicit. Only the paper's
+    attention-weight family has a reference counterpart."""
+    meta = coefficients.metadata
+    if coefficients.families != ("attention-weight",):
+        raise CoefficientMismatchError(f"only attention-weight coefficients have an AT2 reference format, not "
+                                       f"{meta.feature_family!r}")
+    theta = coefficients.theta.detach().float().reshape(1, -1).clone()
+    torch.save({"class": "LinearScoreEstimator", "state_dict": {"linear.weight": theta},
+                "feature_extractor": {"class": "AttentionFeatureExtractor",
+                                      "kwargs": {"num_layers": meta.num_layers, "num_heads": meta.num_heads,
+                                                 "model_type": meta.model_type}},
+                "kwargs": {"normalize": True, "non_negative": False, "bias": False},
+                "extras": {"source_kind": meta.source_kind, "model_id": meta.model_id,
+                           "exported_by": "at2-rag export-coefficients"}}, str(path))
 
 
 def from_hub(repo_id: str, fingerprint: dict, filename: str = "score_estimator.pt",

@@ -41,3 +41,20 @@ def test_model_load_error_is_one_line(train_path):
 def test_missing_data_file():
     result = _run("evaluate", "--data", "/nonexistent.jsonl")
     assert result.returncode == 2 and "data file not found" in result.stderr
+
+
+def test_export_coefficients_writes_the_reference_format(tmp_path):
+    """The shipped passage θ exported for the AT2 reference reads back equal; a missing file is one line."""
+    import torch
+
+    from at2_rag.coefficients import Coefficients, from_at2_checkpoint, shipped_path
+
+    out = tmp_path / "score_estimator.pt"
+    result = _run("export-coefficients", str(out), "--source-kind", "passage")
+    assert result.returncode == 0, result.stderr
+    shipped = Coefficients.load(shipped_path("HuggingFaceTB/SmolLM2-135M-Instruct", "passage"))
+    back = from_at2_checkpoint(out, {"model_id": shipped.metadata.model_id, "model_type": shipped.metadata.model_type,
+                                     "num_layers": 30, "num_heads": 9})
+    assert torch.equal(back.theta, shipped.theta.float()) and back.metadata.source_kind == "passage"
+    missing = _run("export-coefficients", str(out), "--coefficients", str(tmp_path / "none.safetensors"))
+    assert missing.returncode == 2 and "no coefficient file" in missing.stderr

@@ -95,6 +95,54 @@ def test_published_at2_checkpoint_converts_without_pickle(tmp_path):
         from_at2_checkpoint(tmp_path / "evil.pt", FP)
 
 
+def test_reference_checkpoint_bias_shape_and_model_type_are_checked(tmp_path):
+    """A bias changes the reference's ranking (added once per source token): refused, never dropped silently."""
+    from at2_rag.coefficients import from_at2_checkpoint
+
+    weight = torch.randn(1, 270)
+    extractor = {"class": "AttentionFeatureExtractor", "kwargs": {"num_layers": 30, "num_heads": 9, "model_type": None}}
+    path = tmp_path / "score_estimator.pt"
+    torch.save({"class": "LinearScoreEstimator", "state_dict": {"linear.weight": weight, "linear.bias": torch.zeros(1)},
+                "feature_extractor": extractor, "kwargs": {}, "extras": {}}, path)
+    assert from_at2_checkpoint(path, FP).metadata.source_kind == "sentence"  # a zero bias changes nothing
+    cases = [({"state_dict": {"linear.weight": weight, "linear.bias": torch.full((1,), 1e-4)}}, "bias"),
+             ({"feature_extractor": {**extractor, "kwargs": {"num_layers": 27, "num_heads": 10}}}, "27 layers x 10"),
+             ({"feature_extractor": {**extractor, "kwargs": {**extractor["kwargs"], "model_type": "qwen2"}}}, "qwen2"),
+             ({"class": "MLPScoreEstimator"}, "MLPScoreEstimator"),
+             ({"extras": {"source_kind": "tokens"}}, "source kind")]
+    for update, message in cases:
+        torch.save({"class": "LinearScoreEstimator", "state_dict": {"linear.weight": weight},
+                    "feature_extractor": extractor, "kwargs": {}, "extras": {}, **update}, path)
+        with pytest.raises(CoefficientMismatchError, match=message):
+            from_at2_checkpoint(path, FP)
+
+
+@pytest.mark.parametrize("kind", ["passage", "sentence"])
+def test_export_to_the_reference_format_round_trips(tmp_path, kind):
+    """What the reference's ScoreEstimator.load needs: its class name, exactly the state dict of a bias-free
+    nn.Linear(L·H, 1), the feature extractor's constructor arguments and the estimator's flags."""
+    from at2_rag.coefficients import from_at2_checkpoint, to_at2_checkpoint
+
+    c = make()
+    c = c.model_copy(update={"metadata": c.metadata.model_copy(update={"source_kind": kind})})
+    path = tmp_path / "score_estimator.pt"
+    to_at2_checkpoint(c, path)
+    saved = torch.load(path, weights_only=True)
+    assert saved["class"] == "LinearScoreEstimator" and set(saved["state_dict"]) == {"linear.weight"}
+    assert saved["state_dict"]["linear.weight"].shape == (1, 270)
+    estimator = torch.nn.Module()  # the reference's LinearScoreEstimator holds self.linear
+    estimator.linear = torch.nn.Linear(270, 1, bias=False)
+    estimator.load_state_dict(saved["state_dict"])  # strict, as the reference loads it
+    assert saved["feature_extractor"] == {"class": "AttentionFeatureExtractor",
+                                          "kwargs": {"num_layers": 30, "num_heads": 9, "model_type": "llama"}}
+    assert saved["kwargs"] == {"normalize": True, "non_negative": False, "bias": False}
+    back = from_at2_checkpoint(path, FP)
+    assert torch.equal(back.theta, c.theta.float()) and back.metadata.source_kind == kind
+    wide = c.metadata.model_copy(update={"feature_family": "attention-weight+value-norm"})
+    with pytest.raises(CoefficientMismatchError, match="only attention-weight"):
+        to_at2_checkpoint(Coefficients(theta=torch.randn(540), metadata=wide), tmp_path / "w.pt")
+
+
 @pytest.mark.parametrize("family", ["attention-weight", "value-norm", "output-norm",
                                     "attention-weight+value-norm+output-norm"])
 def test_each_feature_family_round_trips(tmp_path, family):
