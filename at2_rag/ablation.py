@@ -56,6 +56,47 @@ def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int | 
     return out
 
 
+@torch.inference_mode()
+def shared_prompt_logprobs(lm, prompt: list[int], responses: list[list[int]]) -> list[torch.Tensor]:
+    """Log-prob of each token of several responses after one prompt: the prompt is read once into a KV cache
+    and each response is teacher-forced on top of it (the cache cropped back after each), so R responses cost
+    one prompt pass plus R short ones. Equal to ``lm.response_logprobs`` per response up to float error."""
+    from transformers import DynamicCache
+
+    device = lm.device
+    cache = DynamicCache(config=lm.model.config)
+    ids = torch.tensor([prompt], device=device)
+    first = lm.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+    first = torch.log_softmax(first.float(), -1)
+    out = []
+    for response in responses:
+        logprobs = [first[response[0]]]
+        if len(response) > 1:
+            rest = torch.tensor([response[:-1]], device=device)
+            positions = torch.arange(len(prompt), len(prompt) + len(response) - 1, device=device)[None]
+            logits = lm.model(input_ids=rest, position_ids=positions, cache=cache, use_cache=True).logits
+            targets = torch.tensor(response[1:], device=device)
+            logprobs += list(torch.log_softmax(logits[0].float(), -1).gather(-1, targets[:, None])[:, 0])
+            cache.crop(-(len(response) - 1))  # back to the prompt alone
+        out.append(torch.stack(logprobs).cpu())
+    return out
+
+
+def ablation_logprobs_shared(jobs: list[AttributionJob], masks: np.ndarray) -> list[torch.Tensor]:
+    """``[n_masks, tokens]`` per job, for jobs that share one prompt (same query, sources, level) and differ
+    only in the response: each ablated prompt is read once for all of them (``shared_prompt_logprobs``)."""
+    first = jobs[0]
+    for job in jobs[1:]:
+        if job.query != first.query or job.level != first.level or job.num_units != first.num_units:
+            raise ValueError("jobs sharing ablations must share query, sources and level")
+    out = [torch.zeros(len(masks), len(job.response_ids)) for job in jobs]
+    for m, mask in enumerate(masks):
+        rows = shared_prompt_logprobs(first.lm, ablated_prompt(first, mask), [list(j.response_ids) for j in jobs])
+        for o, row in zip(out, rows):
+            o[m] = row
+    return out
+
+
 def ablation_outputs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """``[n_masks, targets]``: the per-target output (mean log-odds of its tokens) under each ablation."""
     logprobs = ablation_logprobs(job, masks, batch_size)

@@ -72,33 +72,66 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def _exclude_titles(args, data: Path) -> tuple[set[str], str]:
+    """Passage titles recombined contexts must never hold (every validation row's), and how that was decided."""
+    path = Path(args.exclude_titles) if args.exclude_titles else data.with_name("validation.jsonl")
+    if path.resolve() == data.resolve() or not path.is_file():
+        if args.exclude_titles:
+            raise UsageError(f"--exclude-titles: not a separate HotpotQA file: {path}")
+        return set(), "no validation file beside the data: nothing excluded"
+    titles = {s.title for row in _rows(path, None) for s in row.sources}
+    return titles, f"titles of {path.name} (sha256 {_digest(path)}) excluded"
+
+
 def cmd_train(args) -> None:
     from .lm import load_model
-    from .training import collect_examples, export_ablations, import_ablations, train, write_summary
+    from .training import (collect_contexts, collect_examples, export_ablations, import_ablations,
+                           refresh_context_features, train, write_summary)
 
     data = _data(args.data, "train")
     examples = _rows(data, args.limit)
     families = _families(args.families)
-    lm = load_model(args.model)
     work = Path(args.work_dir) / args.source_kind
-    if args.ablations:
-        import_ablations(args.ablations, work)
-    responses = [ex.answer_sentence for ex in examples] if args.responses == "gold" else None
-    if args.ray:
-        from .distributed import collect_on_ray
+    command = "at2-rag " + " ".join(args.argv)
+    if args.contexts:
+        from .eval.recombine import RESPONSE_KINDS, build_recombined
 
-        collect_on_ray(args.model, examples, work, address=args.ray, workers=args.workers,
-                       source_kind=args.source_kind, n_masks=args.masks, responses=responses, families=families)
-    paths = collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard,
-                             num_shards=args.num_shards, responses=responses, families=families)
+        kinds = [k.strip() for k in args.kinds.split(",")]
+        if unknown := set(kinds) - set(RESPONSE_KINDS):
+            raise UsageError(f"--kinds: unknown {sorted(unknown)}; choose from {', '.join(RESPONSE_KINDS)}")
+        exclude, excluded = _exclude_titles(args, data)
+        contexts = build_recombined(examples, args.contexts, seed=args.seed, exclude_titles=exclude)
+        lm = load_model(args.model)
+        if args.ablations:
+            refresh_context_features(lm, import_ablations(args.ablations, work), examples, args.source_kind, families)
+        if args.ray:
+            from .distributed import collect_on_ray
+
+            collect_on_ray(args.model, contexts, work, address=args.ray, workers=args.workers, contexts=True,
+                           source_kind=args.source_kind, kinds=kinds, n_masks=args.masks, families=families)
+        paths = collect_contexts(lm, contexts, work, args.source_kind, kinds, args.masks, shard=args.shard,
+                                 num_shards=args.num_shards, families=families)
+        source = (f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows), {args.contexts} recombined "
+                  f"contexts (seed {args.seed}; {excluded}), responses: {','.join(kinds)}")
+    else:
+        lm = load_model(args.model)
+        if args.ablations:
+            import_ablations(args.ablations, work)
+        responses = [ex.answer_sentence for ex in examples] if args.responses == "gold" else None
+        if args.ray:
+            from .distributed import collect_on_ray
+
+            collect_on_ray(args.model, examples, work, address=args.ray, workers=args.workers,
+                           source_kind=args.source_kind, n_masks=args.masks, responses=responses, families=families)
+        paths = collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard,
+                                 num_shards=args.num_shards, responses=responses, families=families)
+        source = f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows, responses: {args.responses})"
     if args.num_shards > 1 and not args.fit:
         print(f"shard {args.shard} collected in {work}; run again with --fit once every shard is done")
         return
     if args.num_shards > 1:
-        paths = sorted(work.glob("[0-9]*.npz"))
+        paths = sorted(p for p in work.glob("[0-9]*.npz"))
     record = export_ablations(paths, work / "ablations.jsonl.gz")
-    command = "at2-rag " + " ".join(args.argv)
-    source = f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows, responses: {args.responses})"
     coefficients = train(lm, paths, args.source_kind, source, families, steps=args.steps, l2=args.l2,
                          chunk_tokens=args.chunk_tokens, command=command)
     path = coefficients.save(args.out)
@@ -324,6 +357,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--fit", action="store_true", help="with shards: fit on everything collected so far")
+    p.add_argument("--contexts", type=_positive, help="train on this many recombined contexts of the rows (a "
+                   "subset of a row's passages plus other rows' passages, shuffled), each read with --kinds; "
+                   "--responses is then ignored")
+    p.add_argument("--kinds", default="gold,support,greedy,sampled",
+                   help="with --contexts: responses per context (gold answer, supporting-fact sentence, the model's "
+                   "greedy and sampled drafts)")
+    p.add_argument("--seed", type=int, default=0, help="with --contexts: the recombination seed")
+    p.add_argument("--exclude-titles", help="with --contexts: a HotpotQA jsonl whose passage titles never enter a "
+                   "context (default: validation.jsonl beside --data)")
     _ray_options(p)
     p.set_defaults(func=cmd_train)
 

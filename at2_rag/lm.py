@@ -119,8 +119,10 @@ class LanguageModel:
         capture: FeatureCapture | None = None,
         stop_at_eos: bool = True,
         stop_at_blank_line: bool = False,
+        sample: torch.Generator | None = None,
     ) -> list[list[int]]:
         """Greedy decoding with a KV cache. With ``capture``, each step's attention rows are reduced on the fly.
+        With ``sample`` (a seeded generator), tokens are drawn from the model's distribution (temperature 1).
 
         ``stop_at_eos=False`` always decodes ``max_new_tokens`` (for timing). ``stop_at_blank_line`` ends a
         sequence at its first blank line (small models answer, then ramble on with copied passages).
@@ -139,7 +141,11 @@ class LanguageModel:
                     input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=1,
                 ).logits[:, -1]
-                token = logits.argmax(-1)
+                if sample is None:
+                    token = logits.argmax(-1)
+                else:
+                    probs = torch.softmax(logits.float(), -1).cpu()
+                    token = torch.multinomial(probs, 1, generator=sample)[:, 0].to(logits.device)
                 if capture is not None:
                     capture.record_tokens(logits[:, None], token[:, None])
                 for i in range(len(prompts)):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ablation import ablation_logprobs, random_masks, target_logit_means
+from .ablation import ablation_logprobs, ablation_logprobs_shared, random_masks, target_logit_means
 from .attention import FAMILIES, family_name, parse_families
 from .coefficients import CoefficientMetadata, Coefficients
 from .errors import InvalidInputError
@@ -26,6 +26,9 @@ from .prompts import PromptTemplate
 from .sources import Source
 
 ABLATION_KEYS = ("masks", "outputs", "token_logprobs", "response")
+CONTEXT_KEYS = ("context", "base_row", "recipe", "response_kind")
+"""What a recombined example's file adds: its context's id (the cross-fitting group), base row and recipe
+(to rebuild the context from the rows) and which response it reads."""
 
 
 class TrainingExample(Protocol):
@@ -112,6 +115,100 @@ def collect_examples(
     return written
 
 
+def _drafts(lm: LanguageModel, ex, template: PromptTemplate | None, kinds: Sequence[str], max_new_tokens: int,
+            seed: int) -> dict[str, str]:
+    """The model's own greedy and/or sampled (temperature 1, seeded) drafts of a context, blank-line stopped."""
+    from .prompts import build_prompt
+
+    prompt = build_prompt(lm.tokenizer, ex.question, ex.sources, template=template or PromptTemplate()).input_ids
+    drafts = {}
+    for kind in kinds:
+        sample = torch.Generator().manual_seed(seed) if kind == "sampled" else None
+        ids = lm.generate([prompt], max_new_tokens, stop_at_blank_line=True, sample=sample)[0]
+        drafts[kind] = lm.decode(ids).strip()
+    return drafts
+
+
+def collect_contexts(
+    lm: LanguageModel,
+    contexts: Sequence,
+    out_dir: str | Path,
+    source_kind: str = "passage",
+    kinds: Sequence[str] = ("gold", "support", "greedy", "sampled"),
+    n_masks: int = 32,
+    keep_prob: float = 0.5,
+    shard: int = 0,
+    num_shards: int = 1,
+    max_new_tokens: int = 32,
+    template: PromptTemplate | None = None,
+    families: Sequence[str] = ("attention-weight",),
+    progress: bool = True,
+) -> list[Path]:
+    """Several responses per recombined context (``eval.recombine``), one ``.npz`` each; resumable per context.
+
+    All responses of a context share its keep-masks, and each ablated prompt is read once for all of them, so a
+    context of R responses costs about as much as one example. Files carry ``CONTEXT_KEYS``: cross-fitting
+    groups by context, never splitting the responses of one context across folds. Empty or repeated responses
+    (a draft equal to the gold sentence) are dropped.
+    """
+    from .eval.recombine import context_seed
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    families = parse_families(families)
+    written = []
+    mine = [(i, ex) for i, ex in enumerate(contexts) if i % num_shards == shard]
+    for i, ex in tqdm(mine, desc=f"collect contexts {shard}/{num_shards}", disable=not progress):
+        done = out_dir / f"{i:05d}-{ex.id}.done"
+        if done.exists():
+            written += [out_dir / name for name in done.read_text().split()]
+            continue
+        seed = context_seed(ex.id)
+        texts = {k: ex.responses[k] for k in kinds if k in ex.responses}
+        texts.update(_drafts(lm, ex, template, [k for k in kinds if k not in ex.responses], max_new_tokens, seed))
+        unique: dict[str, str] = {}
+        for kind, text in texts.items():
+            if text and text not in unique.values():
+                unique[kind] = text
+        jobs = [collect(lm, [ex.question], [ex.sources], [text], template=template, families=families)[0]
+                .at_level(source_kind) for text in unique.values()]
+        masks = random_masks(jobs[0].num_units, n_masks, keep_prob, seed=seed)
+        names = []
+        for kind, job, logprobs in zip(unique, jobs, ablation_logprobs_shared(jobs, masks)):
+            outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end])
+                                   for t in job.targets], 1)
+            path = out_dir / f"{i:05d}-{ex.id}-{kind}.npz"
+            _write(path, {"masks": masks, "outputs": outputs.numpy(), "token_logprobs": logprobs.numpy(),
+                          "response": np.array(job.response), "features": job.features.numpy().astype(np.float16),
+                          "token_features": job.token_features.numpy().astype(np.float16),
+                          "families": np.array(family_name(families)), "level": np.array(source_kind),
+                          "context": np.array(ex.id), "base_row": np.array(ex.base_row),
+                          "recipe": np.array(ex.recipe, dtype=np.int64), "response_kind": np.array(kind)})
+            names.append(path.name)
+        done.write_text("\n".join(names))
+        written += [out_dir / name for name in names]
+    return written
+
+
+def refresh_context_features(lm: LanguageModel, paths: Sequence[Path], rows: Sequence, source_kind: str,
+                             families: Sequence[str], template: PromptTemplate | None = None,
+                             progress: bool = True) -> None:
+    """Give imported recombined examples (ablations only) the features of ``families``: the context is rebuilt
+    from ``rows`` by its recipe, then one teacher-forced pass per response."""
+    from .eval.recombine import rebuild
+
+    families = parse_families(families)
+    for path in tqdm(list(paths), desc="features", disable=not progress):
+        with np.load(path, allow_pickle=False) as stored:
+            item = dict(stored)
+        if set(families) <= set(_captured(item)):
+            continue
+        ex = rebuild(rows, str(item["context"]), int(item["base_row"]), item["recipe"].tolist())
+        item.update(_features(lm, ex, str(item["response"]), source_kind, families, template,
+                              item["token_logprobs"].shape[1]))
+        _write(path, item)
+
+
 def export_ablations(paths: Iterable[str | Path], out: str | Path) -> Path:
     """Write the costly part of collected examples (masks, outputs, token log-probs, response) as gzipped JSON
     lines, a few KB per example: small enough to keep next to the coefficients they trained."""
@@ -123,6 +220,9 @@ def export_ablations(paths: Iterable[str | Path], out: str | Path) -> Path:
                 record = {"file": p.name, "response": str(item["response"]),
                           "masks": ["".join("1" if k else "0" for k in m) for m in item["masks"]],
                           "outputs": item["outputs"].tolist(), "token_logprobs": item["token_logprobs"].tolist()}
+                if "context" in item:
+                    record.update(context=str(item["context"]), base_row=int(item["base_row"]),
+                                  recipe=item["recipe"].tolist(), response_kind=str(item["response_kind"]))
             f.write(json.dumps(record) + "\n")
     return out
 
@@ -137,10 +237,15 @@ def import_ablations(path: str | Path, out_dir: str | Path) -> list[Path]:
             record = json.loads(line)
             target = out_dir / record["file"]
             if not target.exists():
-                _write(target, {"masks": np.array([[c == "1" for c in m] for m in record["masks"]]),
-                                "outputs": np.array(record["outputs"], dtype=np.float32),
-                                "token_logprobs": np.array(record["token_logprobs"], dtype=np.float32),
-                                "response": np.array(record["response"])})
+                arrays = {"masks": np.array([[c == "1" for c in m] for m in record["masks"]]),
+                          "outputs": np.array(record["outputs"], dtype=np.float32),
+                          "token_logprobs": np.array(record["token_logprobs"], dtype=np.float32),
+                          "response": np.array(record["response"])}
+                if "context" in record:
+                    arrays.update(context=np.array(record["context"]), base_row=np.array(record["base_row"]),
+                                  recipe=np.array(record["recipe"], dtype=np.int64),
+                                  response_kind=np.array(record["response_kind"]))
+                _write(target, arrays)
             written.append(target)
     return written
 
@@ -151,7 +256,8 @@ class Design:
     ``X[n, m] = Σ_s (2 mask[m, s] - 1) F[n, s]``, so examples with any number of sources share one array.
 
     ``x`` ``[targets, masks, features]`` is float16 (memory-mapped when built with ``path``); ``y`` the
-    ablation outputs; ``groups`` the example each target came from (for cross-fitting by example).
+    ablation outputs; ``groups`` the example each target came from, or its context when several responses
+    share one (for cross-fitting by context).
     """
 
     x: np.ndarray
@@ -168,8 +274,10 @@ class Design:
             np.zeros(shape, dtype=np.float16)
         y = np.zeros((n, n_masks), dtype=np.float32)
         groups = np.zeros(n, dtype=np.int64)
+        group_of: dict[str, int] = {}
         row = 0
-        for g, it in enumerate(items):
+        for i, it in enumerate(items):
+            g = group_of.setdefault(str(it["context"]) if "context" in it else f"item {i}", len(group_of))
             if it["masks"].shape[0] != n_masks or it["features"].shape[-1] != n_features:
                 raise InvalidInputError("collected examples differ in mask count or feature width; collect again")
             signs = 2.0 * it["masks"].astype(np.float32) - 1.0
@@ -231,8 +339,12 @@ def correlation(theta: torch.Tensor, design: Design) -> float:
 
 
 def fit_theta(design: Design, steps: int = 1000, lr: float = 1e-3, batch_size: int = 512, seed: int = 0,
-              l2: float = 0.0, standardize: bool = False, progress: bool = True) -> torch.Tensor:
+              l2: float = 0.0, standardize: bool = False, progress: bool = True, l1: float = 0.0,
+              shrink: float = 0.0) -> torch.Tensor:
     """Adam on -Pearson (+ ``l2`` · |θ|² in standardised units), cosine decay, grad-norm clip 1, θ from uniform;
+    Pearson ignores θ's scale, so the two regularisers that matter here ignore it too: ``shrink`` pulls the
+    L1-normalised θ toward uniform (average attention; early stopping does this implicitly, since θ starts
+    there) and ``l1`` penalises |θ|₁ / (√F |θ|₂), which is smallest for sparse θ (few heads);
     returned L1-normalised. ``standardize`` divides each feature by its RMS first (families whose scales
     differ across heads, e.g. value norms) and folds that scale back into θ."""
     keep = np.flatnonzero(design.usable())
@@ -252,6 +364,10 @@ def fit_theta(design: Design, steps: int = 1000, lr: float = 1e-3, batch_size: i
         idx = np.sort(keep[torch.randperm(len(keep), generator=generator)[:batch_size].numpy()])
         x = torch.from_numpy(np.asarray(design.x[idx], dtype=np.float32)) / scale
         loss = -_pearson(x @ theta, y_all[idx]).mean() + l2 * (theta * n_features).pow(2).mean()
+        if shrink:
+            loss = loss + shrink * (n_features * theta / theta.abs().sum() - 1).pow(2).mean()
+        if l1:
+            loss = loss + l1 * theta.abs().sum() / (theta.norm() * n_features ** 0.5)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([theta], 1.0)
@@ -261,22 +377,33 @@ def fit_theta(design: Design, steps: int = 1000, lr: float = 1e-3, batch_size: i
     return theta / theta.abs().sum()
 
 
-def cross_fit(design: Design, folds: int = 5, scored: Design | None = None, **fit_kwargs) -> float:
-    """Held-out correlation: fit on every example outside one fold, score that fold's examples (in ``scored``,
-    e.g. sentence targets when fitting on token chunks; by default ``design`` itself), averaged over targets."""
+def crossfit_correlations(design: Design, folds: int = 5, scored: Design | None = None,
+                          **fit_kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out correlation of every usable target of ``scored`` (by default ``design``) and its group: θ is fit
+    on every group outside one fold (``groups % folds``) and scores that fold's targets."""
     scored = scored if scored is not None else design
     n_groups = len(np.unique(design.groups))
     if n_groups < folds:
         raise InvalidInputError(f"cross-fitting {folds} folds needs at least {folds} examples, not {n_groups}")
-    total, count = 0.0, 0
+    values, groups = [], []
     for k in range(folds):
         theta = fit_theta(design.subset(design.groups % folds != k), progress=False, **fit_kwargs)
         held = scored.subset(scored.groups % folds == k)
-        n = int(held.usable().sum())
-        if n:
-            total += correlation(theta, held) * n
-            count += n
-    return total / max(count, 1)
+        keep = held.usable()
+        if keep.any():
+            x = torch.from_numpy(np.asarray(held.x[keep], dtype=np.float32))
+            values.append(_pearson(x @ theta.float(), torch.from_numpy(held.y[keep])).numpy())
+            groups.append(held.groups[keep])
+    if not values:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.concatenate(values), np.concatenate(groups)
+
+
+def cross_fit(design: Design, folds: int = 5, scored: Design | None = None, **fit_kwargs) -> float:
+    """Held-out correlation: fit on every example outside one fold, score that fold's examples (in ``scored``,
+    e.g. sentence targets when fitting on token chunks; by default ``design`` itself), averaged over targets."""
+    values, _ = crossfit_correlations(design, folds, scored, **fit_kwargs)
+    return float(values.mean()) if len(values) else 0.0
 
 
 def train(
