@@ -100,7 +100,8 @@ def cmd_train(args) -> None:
         if unknown := set(kinds) - set(RESPONSE_KINDS):
             raise UsageError(f"--kinds: unknown {sorted(unknown)}; choose from {', '.join(RESPONSE_KINDS)}")
         exclude, excluded = _exclude_titles(args, data)
-        contexts = build_recombined(examples, args.contexts, seed=args.seed, exclude_titles=exclude)
+        contexts = build_recombined(examples, args.contexts, seed=args.seed, max_passages=args.max_passages,
+                                    exclude_titles=exclude)
         lm = load_model(args.model)
         if args.ablations:
             refresh_context_features(lm, import_ablations(args.ablations, work), examples, args.source_kind, families)
@@ -112,7 +113,8 @@ def cmd_train(args) -> None:
         paths = collect_contexts(lm, contexts, work, args.source_kind, kinds, args.masks, shard=args.shard,
                                  num_shards=args.num_shards, families=families)
         source = (f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows), {args.contexts} recombined "
-                  f"contexts (seed {args.seed}; {excluded}), responses: {','.join(kinds)}")
+                  f"contexts (seed {args.seed}, 3-{args.max_passages} passages; {excluded}), responses: "
+                  f"{','.join(kinds)}")
     else:
         lm = load_model(args.model)
         if args.ablations:
@@ -364,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --contexts: responses per context (gold answer, supporting-fact sentence, the model's "
                    "greedy and sampled drafts)")
     p.add_argument("--seed", type=int, default=0, help="with --contexts: the recombination seed")
+    p.add_argument("--max-passages", type=_positive, default=10,
+                   help="with --contexts: passages per context at most (3 at least; lower it for a short window)")
     p.add_argument("--exclude-titles", help="with --contexts: a HotpotQA jsonl whose passage titles never enter a "
                    "context (default: validation.jsonl beside --data)")
     _ray_options(p)

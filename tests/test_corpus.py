@@ -184,3 +184,29 @@ def test_training_collection_on_ray_writes_the_same_files(tiny_lm, tiny_model_di
                 else:
                     assert (a[key] == b[key]).all()
     assert collect_on_ray(str(tiny_model_dir), rows, tmp_path / "ray", workers=2, progress=False, **kwargs) == []
+
+
+@pytest.mark.slow
+def test_recombined_collection_on_ray_writes_the_same_files(tiny_lm, tiny_model_dir, train_path, local_ray,
+                                                            tmp_path):
+    from at2_rag.distributed import collect_on_ray
+    from at2_rag.eval.hotpotqa import load_hotpotqa
+    from at2_rag.eval.recombine import build_recombined
+    from at2_rag.training import collect_contexts
+
+    contexts = build_recombined(load_hotpotqa(train_path, 20), 3, seed=7, max_passages=4)
+    kwargs = {"source_kind": "sentence", "n_masks": 4, "kinds": ("gold", "support", "sampled"),
+              "max_new_tokens": 5}
+    names = collect_on_ray(str(tiny_model_dir), contexts, tmp_path / "ray", workers=2, progress=False,
+                           contexts=True, **kwargs)
+    local = collect_contexts(tiny_lm, contexts, tmp_path / "local", progress=False, **kwargs)
+    assert sorted(n for n in names if n.endswith(".npz")) == sorted(p.name for p in local)
+    assert len([n for n in names if n.endswith(".done")]) == len(contexts)
+    for path in local:
+        with np.load(path) as a, np.load(tmp_path / "ray" / path.name) as b:
+            assert set(a.files) == set(b.files)
+            for key in ("masks", "response", "context", "recipe", "response_kind"):
+                assert (a[key] == b[key]).all()
+            np.testing.assert_allclose(a["outputs"], b["outputs"], atol=1e-5)
+    assert collect_on_ray(str(tiny_model_dir), contexts, tmp_path / "ray", workers=2, progress=False,
+                          contexts=True, **kwargs) == []

@@ -103,3 +103,29 @@ def test_contexts_collect_resume_and_round_trip_through_the_record(tiny_lm, trai
             assert np.allclose(x["features"].astype(np.float32), y["features"].astype(np.float32), atol=2e-3)
     design = Design.load(sorted(imported))
     assert len(np.unique(design.groups)) == len(contexts)  # cross-fitting groups by context
+
+
+def test_cli_trains_on_recombined_contexts_and_names_its_data(tiny_lm, train_path, tmp_path):
+    from at2_rag.cli import main
+    from at2_rag.coefficients import Coefficients
+
+    model_dir = tmp_path / "tiny"
+    tiny_lm.model.save_pretrained(model_dir)
+    tiny_lm.tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "theta.safetensors"
+    argv = ["train", "--data", str(train_path), "--limit", "12", "--contexts", "10", "--kinds", "gold,support",
+            "--masks", "4", "--steps", "20", "--max-passages", "4", "--source-kind", "sentence", "--model", str(model_dir),
+            "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    main(argv)
+    meta = Coefficients.load(out).metadata
+    assert "10 recombined contexts (seed 0, 3-4 passages; titles of validation.jsonl" in meta.training_data
+    assert meta.n_examples == 20 and "crossfit_correlation" in meta.metrics
+    assert (tmp_path / "work" / "sentence" / "ablations.jsonl.gz").is_file()
+
+
+def test_cli_rejects_an_unknown_response_kind(train_path, capsys):
+    from at2_rag.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(train_path), "--contexts", "3", "--kinds", "gold,poem", "--out", "x.safetensors"])
+    assert exit_info.value.code == 2 and "poem" in capsys.readouterr().err
