@@ -144,15 +144,25 @@ def shipped_files(model_id: str, kind: str = "passage") -> list[Path]:
 
 def shipped_path(model_id: str, kind: str = "passage") -> Path | None:
     """Path of a file shipped in the package for a model id: the ``calibration`` or support ``detector``
-    (.json), or for ``passage``/``sentence`` the coefficient file with the best held-out correlation on its
-    training data."""
+    (.json), or for ``passage``/``sentence`` the coefficient file the shipped calibration was fit with (so the
+    defaults stay calibrated when a better θ ships before its recalibration), else the one with the best
+    held-out correlation on its training data."""
     if kind not in (*SOURCE_KINDS, "calibration", "detector"):
         raise InvalidInputError(f"kind must be one of {SOURCE_KINDS + ('calibration', 'detector')}, not {kind!r}")
     if kind in ("calibration", "detector"):
         path = _shipped_dir() / (model_id.replace("/", "__") + f".{kind}.json")
         return path if path.is_file() else None
     files = shipped_files(model_id, kind)
-    return max(files, key=lambda p: held_out_correlation(Coefficients.load(p).metadata)) if files else None
+    if not files:
+        return None
+    loaded = {p: Coefficients.load(p) for p in files}
+    calibration = shipped_path(model_id, "calibration")
+    if calibration is not None:
+        recorded = json.loads(calibration.read_text()).get(f"{kind}_coefficients")
+        calibrated = [p for p, c in loaded.items() if c.digest == recorded]
+        if calibrated:
+            return calibrated[0]
+    return max(files, key=lambda p: held_out_correlation(loaded[p].metadata))
 
 
 def from_at2_checkpoint(path: str | Path, fingerprint: dict, source: str | None = None) -> Coefficients:

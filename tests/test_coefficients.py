@@ -190,3 +190,15 @@ def test_esm_solver_is_contextcites_standardised_lasso():
     predicted = pipeline.predict(masks.astype(float))
     offset = predicted - masks @ ours
     assert np.allclose(offset, offset[0], atol=1e-8)  # same predictions up to the intercept
+
+
+@pytest.mark.parametrize("source_kind", ["passage", "sentence"])
+def test_default_coefficients_are_the_ones_the_shipped_calibration_was_fit_with(source_kind):
+    """A better θ may ship before its recalibration: the default stays the calibrated file."""
+    import json
+
+    from at2_rag.coefficients import shipped_path
+
+    model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    calibration = json.loads(shipped_path(model, "calibration").read_text())
+    assert Coefficients.load(shipped_path(model, source_kind)).digest == calibration[f"{source_kind}_coefficients"]
