@@ -142,9 +142,10 @@ def main() -> None:
                 len(chosen), len(chosen), d)
     if args.extra:
         extra = sorted(Path(args.extra).glob("[0-9]*.npz"))
-        fit_x, scored_x = _designs(paths + extra, args.level)
+        fit_x, _ = _designs(paths + extra, args.level)
         contexts = len({str(np.load(p)["context"]) for p in extra})
-        run(f"rows+{contexts}-contexts", fit_x, scored_x, len(paths) + len(extra), len(row_ids), 0)
+        # scored on the rows' own targets only, so its cross-fit compares with rows-110 one to one
+        run(f"rows+{contexts}-contexts", fit_x, scored_all, len(paths) + len(extra), len(row_ids), 0)
 
     reference = {}
     if args.reference:

@@ -202,3 +202,16 @@ def test_default_coefficients_are_the_ones_the_shipped_calibration_was_fit_with(
     model = "HuggingFaceTB/SmolLM2-135M-Instruct"
     calibration = json.loads(shipped_path(model, "calibration").read_text())
     assert Coefficients.load(shipped_path(model, source_kind)).digest == calibration[f"{source_kind}_coefficients"]
+
+
+def test_the_early_stopped_sentence_file_ships_beside_the_paper_fit_and_names_its_recipe():
+    from at2_rag.coefficients import held_out_correlation, shipped_files, shipped_path
+
+    model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    files = {p.name: Coefficients.load(p) for p in shipped_files(model, "sentence")}
+    early = files["HuggingFaceTB__SmolLM2-135M-Instruct.sentence.early-stop.safetensors"]
+    paper = Coefficients.load(shipped_path(model, "sentence"))
+    assert "50 steps" in early.metadata.notes and "--steps 50" in early.metadata.notes
+    assert early.metadata.n_examples == paper.metadata.n_examples == 110
+    assert held_out_correlation(early.metadata) > held_out_correlation(paper.metadata)  # why it ships at all
+    assert (early.metadata.num_layers, early.metadata.num_heads) == (paper.metadata.num_layers, paper.metadata.num_heads)
