@@ -64,6 +64,14 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.rename(path)
 
 
+def _shard(out_dir: str | Path, families: Sequence[str], items: Sequence, shard: int,
+           num_shards: int) -> tuple[Path, tuple[str, ...], list[tuple[int, object]]]:
+    """The output folder (created), the parsed families and this shard's (index, item) pairs."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir, parse_families(families), [(i, it) for i, it in enumerate(items) if i % num_shards == shard]
+
+
 def collect_examples(
     lm: LanguageModel,
     examples: Sequence[TrainingExample],
@@ -85,11 +93,8 @@ def collect_examples(
     teacher-forces given answers; None generates the model's own. An example whose ablations exist (collected
     earlier or imported with ``import_ablations``) but lack a requested feature family costs one more pass only.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    families = parse_families(families)
+    out_dir, families, mine = _shard(out_dir, families, examples, shard, num_shards)
     written = []
-    mine = [(i, ex) for i, ex in enumerate(examples) if i % num_shards == shard]
     for i, ex in tqdm(mine, desc=f"collect shard {shard}/{num_shards}", disable=not progress):
         path = out_dir / f"{i:05d}-{ex.id}.npz"
         if path.exists():
@@ -153,11 +158,8 @@ def collect_contexts(
     """
     from .eval.recombine import context_seed
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    families = parse_families(families)
+    out_dir, families, mine = _shard(out_dir, families, contexts, shard, num_shards)
     written = []
-    mine = [(i, ex) for i, ex in enumerate(contexts) if i % num_shards == shard]
     for i, ex in tqdm(mine, desc=f"collect contexts {shard}/{num_shards}", disable=not progress):
         done = out_dir / f"{i:05d}-{ex.id}.done"
         if done.exists():
