@@ -172,6 +172,9 @@ def collect_contexts(
         for kind, text in texts.items():
             if text and text not in unique.values():
                 unique[kind] = text
+        if not unique:  # only drafts were asked for and the model wrote nothing: no example here
+            done.write_text("")
+            continue
         jobs = [collect(lm, [ex.question], [ex.sources], [text], template=template, families=families)[0]
                 .at_level(source_kind) for text in unique.values()]
         masks = random_masks(jobs[0].num_units, n_masks, keep_prob, seed=seed)
