@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def main() -> None:
     if args.extra:
         extra = sorted(Path(args.extra).glob("[0-9]*.npz"))
         fit_x, _ = _designs(paths + extra, args.level)
-        contexts = len({str(np.load(p)["context"]) for p in extra})
+        contexts = len({str(np.load(p, allow_pickle=False)["context"].item()) for p in extra})
         # scored on the rows' own targets only, so its cross-fit compares with rows-110 one to one
         run(f"rows+{contexts}-contexts", fit_x, scored_all, len(paths) + len(extra), len(row_ids), 0)
 
@@ -169,7 +170,7 @@ def main() -> None:
                       "predicted_at": {str(n): float(intercept + slope * np.log(n)) for n in (110, 1000, 4000)}}
     result = {"level": args.level, "validation_rows": args.rows, "train_rows": len(row_ids), "fits": fits,
               "reference": reference, "trend_vs_log_examples": trend, "date": time.strftime("%Y-%m-%d"),
-              "command": "python benchmarks/learning_curve.py " + " ".join(os.sys.argv[1:])}
+              "command": "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:])}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"\n{'fit':<24} {'examples':>8} {'crossfit':>9} {'validation LDS [95% CI]':>26}")
