@@ -76,6 +76,9 @@ class FeatureCapture:
         self._token_logprobs: list[torch.Tensor] = []
         self._token_entropy: list[torch.Tensor] = []
         self._calls = 0
+        self._seen = [0] * num_layers  # query positions each layer has been called with so far
+        self._pending: list[list[torch.Tensor]] = [[] for _ in range(num_layers)]  # decoding rows' queries
+        self._last: list[tuple | None] = [None] * num_layers  # (module, key, value, mask, scaling): latest call
         self._grams: dict[int, torch.Tensor] = {}
         self._spans = [self._column_spans(m) for m in self.source_matrix] if self._needs_values else []
 
@@ -114,27 +117,71 @@ class FeatureCapture:
         return cls(matrix, prompt_width - 1, num_layers, num_heads, families)
 
     def observe(self, module, query, key, attention_mask, scaling, value=None) -> None:
-        """Reduce the target rows of one attention call to ``[batch, heads, rows, families x sources]``."""
+        """Take the target rows of one attention call.
+
+        A decoding step (one query row) only keeps its query: the rows are reduced together, once per layer,
+        from the final key cache when features are read, so a step costs no kernel. Calls of several rows
+        (prefill, teacher forcing) and sliding-window layers (whose cache drops old keys) are reduced now, to
+        ``[batch, heads, rows, families x sources]``. Positions are counted per layer, so a static cache
+        (keys padded to its full length) reads the same as a dynamic one.
+        """
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             layer = self._calls % self.num_layers
         self._calls += 1
-        q_len, k_len = query.shape[2], key.shape[2]
-        first = max(0, self.row_start - (k_len - q_len))  # target rows are a suffix of the query positions
+        q_len = query.shape[2]
+        start = self._seen[layer]
+        self._seen[layer] += q_len
+        first = max(0, self.row_start - start)  # target rows are a suffix of the query positions
         if first >= q_len:
             return
+        if self._needs_values and value is None:
+            raise UnsupportedModelError("value feature families need the attention call's value states")
+        valid = start + q_len
+        if q_len == 1 and key.shape[2] >= valid and getattr(module, "sliding_window", None) is None:
+            self._pending[layer].append(query)
+            self._last[layer] = (module, key, value, attention_mask, scaling)
+            return
+        self._flush(layer)
+        offset = max(0, valid - key.shape[2])  # keys a sliding-window cache has dropped
+        if attention_mask is not None:
+            rows = slice(first, q_len) if attention_mask.shape[-2] == q_len else slice(None)  # [.., 1, L]: all rows
+            attention_mask = attention_mask[..., rows, : valid - offset]
+        positions = torch.arange(start + first, valid, device=query.device)
+        self._reduce_rows(layer, module, query[:, :, first:], key[:, :, : valid - offset], value, attention_mask,
+                          scaling, positions, offset)
+
+    def _flush(self, layer: int) -> None:
+        """Reduce the decoding rows kept for ``layer`` against its latest (final) keys."""
+        if not self._pending[layer]:
+            return
+        module, key, value, mask, scaling = self._last[layer]
+        rows = torch.cat(self._pending[layer], dim=2)
+        self._pending[layer] = []
+        valid = self._seen[layer]
+        if mask is not None:
+            mask = mask[..., -1:, :valid]  # the last row's mask: padding (and a static cache's empty slots)
+        positions = torch.arange(valid - rows.shape[2], valid, device=rows.device)
+        self._reduce_rows(layer, module, rows, key[:, :, :valid], value, mask, scaling, positions)
+
+    def _reduce_rows(self, layer: int, module, query, key, value, mask, scaling, positions: torch.Tensor,
+                     offset: int = 0) -> None:
+        """Reduce query rows (at absolute ``positions``) in chunks and append them to the layer's features; the
+        keys start at position ``offset``."""
         k = key.float()
+        n_rows = query.shape[2]
         rows = ROW_CHUNK
         if self._needs_values:
-            if value is None:
-                raise UnsupportedModelError("value feature families need the attention call's value states")
             value = value.float()
             width = query.shape[1] * self.source_matrix.shape[-1] * value.shape[-1]
             rows = max(1, min(ROW_CHUNK, VALUE_CHUNK_FLOATS // width))
-        chunks = [
-            self._reduce(module, query[:, :, a : min(a + rows, q_len)], k, value, attention_mask, scaling, a, q_len)
-            for a in range(first, q_len, rows)
-        ]
+        shared = mask is None or mask.shape[-2] == 1  # one mask row for all rows: causality is applied here
+        chunks = []
+        for a in range(0, n_rows, rows):
+            b = min(a + rows, n_rows)
+            chunk_mask = mask if shared else mask[..., a:b, :]
+            chunks.append(self._reduce(module, query[:, :, a:b], k, value, chunk_mask, scaling,
+                                       positions[a:b] if shared else None, offset))
         self._per_layer[layer].append(torch.cat([c[0] for c in chunks], dim=2))
         self._on_response[layer].append(torch.cat([c[1] for c in chunks], dim=2))
 
@@ -168,11 +215,13 @@ class FeatureCapture:
                 out.append(quad.clamp(min=0).sqrt())
         return out
 
-    def _reduce(self, module, query, k, value, attention_mask, scaling, first: int,
-                q_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Softmax rows ``first..first+rows`` of the query against all (float32) keys, reduced per source; and
-        each row's attention mass on the keys after the prompt (the response so far: Lookback Lens's "new"
-        tokens), ``[batch, heads, rows]``."""
+    def _reduce(self, module, query, k, value, mask, scaling, positions: torch.Tensor | None,
+                offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax of query rows against all (float32) keys, reduced per source; and each row's attention mass
+        on the keys after the prompt (the response so far: Lookback Lens's "new" tokens), ``[batch, heads,
+        rows]``. ``mask`` is the rows' own (causal) mask, or one row that holds for all (padding) with the rows'
+        ``positions``, after which keys are masked here. Keys start at position ``offset`` (0 unless a
+        sliding-window cache dropped the oldest)."""
         q = query.float()
         batch, heads, n_rows, dim = q.shape
         k_len = k.shape[2]
@@ -180,18 +229,16 @@ class FeatureCapture:
         groups = heads // kv_heads
         scores = torch.matmul(q.reshape(batch, kv_heads, groups * n_rows, dim), k.transpose(-1, -2))
         scores = scores.reshape(batch, heads, n_rows, k_len) * (scaling if scaling is not None else dim**-0.5)
-        if attention_mask is not None:
-            rows = slice(first, first + n_rows) if attention_mask.shape[-2] == q_len else slice(None)  # [.., 1, L]
-            mask = attention_mask[..., rows, :k_len]
-            if mask.dtype == torch.bool:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            else:
-                scores = scores + mask.float()
-        elif q_len > 1:  # a single decoding row sees every key; several rows need the causal mask
-            q_pos = torch.arange(k_len - q_len + first, k_len - q_len + first + n_rows, device=q.device)
-            scores = scores.masked_fill(torch.arange(k_len, device=q.device)[None, :] > q_pos[:, None], float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+        if positions is not None:
+            future = torch.arange(offset, offset + k_len, device=q.device)[None, :] > positions[:, None]
+            scores = scores.masked_fill(future, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         prompt_len = self.source_matrix.shape[1]
+        if offset:  # as if the dropped keys were there, with no weight (outside the window)
+            weights = torch.nn.functional.pad(weights, (offset, 0))
+            value = torch.nn.functional.pad(value, (0, 0, offset, 0)) if value is not None else None
         out = []
         if "attention-weight" in self.families:
             out.append(torch.matmul(weights[..., :prompt_len], self.source_matrix[:, None].to(weights.device)))
@@ -233,6 +280,8 @@ class FeatureCapture:
         return layers.reshape(batch, rows, columns // n_families, n_families * n_layers * heads)
 
     def _check_layers(self) -> None:
+        for layer in range(self.num_layers):
+            self._flush(layer)
         missing = [i for i, chunks in enumerate(self._per_layer) if not chunks]
         if missing:
             raise UnsupportedModelError(

@@ -120,25 +120,27 @@ class LanguageModel:
         stop_at_eos: bool = True,
         stop_at_blank_line: bool = False,
         sample: torch.Generator | None = None,
+        cache: str = "dynamic",
     ) -> list[list[int]]:
-        """Greedy decoding with a KV cache. With ``capture``, each step's attention rows are reduced on the fly.
-        With ``sample`` (a seeded generator), tokens are drawn from the model's distribution (temperature 1).
+        """Greedy decoding with a KV cache. With ``capture``, each step's query rows are kept and reduced once
+        per layer from the final keys (see ``FeatureCapture.observe``). With ``sample`` (a seeded generator),
+        tokens are drawn from the model's distribution (temperature 1).
 
-        ``stop_at_eos=False`` always decodes ``max_new_tokens`` (for timing). ``stop_at_blank_line`` ends a
-        sequence at its first blank line (small models answer, then ramble on with copied passages).
+        ``cache`` is ``'dynamic'`` (grows each step) or ``'static'`` (allocated once for prompt + new tokens:
+        no per-step reallocation, the shape ``torch.compile`` and CUDA graphs need); both give the same tokens.
+        One host sync per step (the new tokens). ``stop_at_eos=False`` always decodes ``max_new_tokens`` (for
+        timing). ``stop_at_blank_line`` ends a sequence at its first blank line (small models answer, then
+        ramble on with copied passages).
         """
-        from transformers import DynamicCache
-
         batch = self.batch(prompts)
         ids, mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
-        cache = DynamicCache(config=self.model.config)
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=ids.device)
+        kv = self._new_cache(cache, ids.shape[1] + max_new_tokens)
+        done = [False] * len(prompts)
         out: list[list[int]] = [[] for _ in prompts]
-        stop = torch.tensor(sorted(self.stop_ids), device=ids.device)
         with capturing(capture):
             for _ in range(max_new_tokens):
                 logits = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                    input_ids=ids, attention_mask=mask, position_ids=positions, cache=kv,
                     use_cache=True, logits_to_keep=1,
                 ).logits[:, -1]
                 if sample is None:
@@ -148,16 +150,13 @@ class LanguageModel:
                     token = torch.multinomial(probs, 1, generator=sample)[:, 0].to(logits.device)
                 if capture is not None:
                     capture.record_tokens(logits[:, None], token[:, None])
-                for i in range(len(prompts)):
-                    if not done[i]:
-                        out[i].append(int(token[i]))
-                if stop_at_eos:
-                    done |= torch.isin(token, stop)
-                if stop_at_blank_line:
-                    for i in range(len(prompts)):
-                        if not done[i] and self._blank_line_at(out[i]) is not None:
-                            done[i] = True
-                if bool(done.all()):
+                for i, value in enumerate(token.tolist()):
+                    if done[i]:
+                        continue
+                    out[i].append(value)
+                    done[i] = (stop_at_eos and value in self.stop_ids) or (
+                        stop_at_blank_line and self._blank_line_at(out[i]) is not None)
+                if all(done):
                     break
                 ids = token[:, None]
                 mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
@@ -167,6 +166,18 @@ class LanguageModel:
         if not stop_at_eos:
             return out
         return [seq[:-1] if seq and seq[-1] in self.stop_ids else seq for seq in out]
+
+    def _new_cache(self, kind: str, length: int):
+        from transformers import DynamicCache, StaticCache
+
+        if kind == "dynamic":
+            return DynamicCache(config=self.model.config)
+        if kind == "static":
+            cache = StaticCache(config=self.model.config, max_cache_len=length)
+            if any("Sliding" in type(layer).__name__ for layer in cache.layers):
+                raise ValueError("cache='static' is for models without sliding-window layers; use 'dynamic'")
+            return cache
+        raise ValueError(f"cache must be 'dynamic' or 'static', not {kind!r}")
 
     def _blank_line_at(self, ids: Sequence[int]) -> int | None:
         """How many tokens come before the first blank line that follows some text (None: no blank line yet)."""
