@@ -26,10 +26,15 @@ def attributor(lm):
 
 @pytest.fixture(scope="session")
 def default_tokenizer():
+    """The bundled model's tokenizer; ``AT2_RAG_TOKENIZER`` names a saved copy of it (GPU machines lack the GGUF)."""
+    import os
+
     from transformers import AutoTokenizer
 
     from at2_rag.lm import default_model_path
 
+    if os.environ.get("AT2_RAG_TOKENIZER"):
+        return AutoTokenizer.from_pretrained(os.environ["AT2_RAG_TOKENIZER"])
     path = default_model_path()
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
@@ -83,7 +88,7 @@ def _eager_attentions(lm, ids):
     lm.model.set_attn_implementation("eager")
     try:
         with torch.inference_mode():
-            return lm.model(ids, output_attentions=True).attentions
+            return lm.model(ids.to(lm.device), output_attentions=True).attentions
     finally:
         lm.model.set_attn_implementation(previous)
 

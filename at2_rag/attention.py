@@ -26,6 +26,7 @@ from .errors import UnsupportedModelError
 
 ATTN_IMPLEMENTATION = "at2"
 ROW_CHUNK = 256  # target rows reduced at once: bounds memory to heads x 256 x L floats per layer
+SCORE_CHUNK_FLOATS = 2**27  # and to batch x heads x rows x L floats (512 MiB) for long or batched inputs
 VALUE_CHUNK_FLOATS = 2**25  # bound on heads x rows x sources x head_dim for the value families (128 MiB)
 FAMILIES = ("attention-weight", "value-norm", "output-norm")
 DEFAULT_FAMILIES = ("attention-weight",)
@@ -169,12 +170,12 @@ class FeatureCapture:
         """Reduce query rows (at absolute ``positions``) in chunks and append them to the layer's features; the
         keys start at position ``offset``."""
         k = key.float()
-        n_rows = query.shape[2]
-        rows = ROW_CHUNK
+        batch, heads, n_rows, _ = query.shape
+        rows = max(1, min(ROW_CHUNK, SCORE_CHUNK_FLOATS // (batch * heads * k.shape[2])))
         if self._needs_values:
             value = value.float()
-            width = query.shape[1] * self.source_matrix.shape[-1] * value.shape[-1]
-            rows = max(1, min(ROW_CHUNK, VALUE_CHUNK_FLOATS // width))
+            width = batch * heads * self.source_matrix.shape[-1] * value.shape[-1]
+            rows = max(1, min(rows, VALUE_CHUNK_FLOATS // width))
         shared = mask is None or mask.shape[-2] == 1  # one mask row for all rows: causality is applied here
         chunks = []
         for a in range(0, n_rows, rows):

@@ -15,7 +15,7 @@ from .errors import ContextTooLongError, EmptyInputError
 from .lm import LanguageModel
 from .prompts import PromptLayout, PromptTemplate, build_prompt, encode_plain, source_sentences
 from .sources import Source
-from .targets import Target, split_targets
+from .targets import Target, span_target, split_targets, token_char_ends
 
 LEVELS = ("passage", "sentence")
 
@@ -41,6 +41,7 @@ class AttributionJob:
     response_attention: torch.Tensor | None = None  # [response tokens, layers * heads]: attention on the answer so far
     token_logprobs: torch.Tensor | None = None  # [response tokens]: log p(token | context, answer so far)
     token_entropy: torch.Tensor | None = None  # [response tokens]: entropy of the next-token distribution
+    token_ends: list[int] = field(default_factory=list)  # char offset where each response token ends
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     level: str = "passage"
@@ -77,6 +78,10 @@ class AttributionJob:
         width = features.shape[-1] // len(self.families)
         return torch.cat([features[..., self.families.index(f) * width : (self.families.index(f) + 1) * width]
                           for f in families], dim=-1)
+
+    def for_span(self, span: Sequence[int]) -> AttributionJob:
+        """The same pass with one target: chars ``[start, end)`` of the response (a phrase, any sub-range)."""
+        return dataclasses.replace(self, targets=[span_target(self.response, self.token_ends, span)])
 
     def at_level(self, level: str) -> AttributionJob:
         """The same pass seen at another level ('passage' or 'sentence')."""
@@ -194,11 +199,15 @@ def collect(
     for i, query in enumerate(queries):
         if not response_ids[i]:
             raise EmptyInputError("the model generated an empty response; nothing to attribute")
-        text, targets = split_targets(lm.tokenizer, response_ids[i], sentence_targets, responses[i], ends[i])
+        text, token_ends = responses[i], ends[i]
+        if text is None:
+            text = lm.tokenizer.decode(response_ids[i], skip_special_tokens=True)
+            token_ends = token_char_ends(lm.tokenizer, response_ids[i])
+        text, targets = split_targets(lm.tokenizer, response_ids[i], sentence_targets, text, token_ends)
         jobs.append(
             AttributionJob(
                 lm, query, fitted[i], layouts[i], template, response_ids[i], text, targets, *features[i],
-                timings=timings[i], truncated=trimmed[i], families=families,
+                token_ends=token_ends, timings=timings[i], truncated=trimmed[i], families=families,
             )
         )
     return jobs

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
+from .errors import InvalidInputError
 from .sources import sentence_spans
 
 
@@ -45,3 +46,20 @@ def split_targets(tokenizer, response_ids: Sequence[int], sentences: bool = True
             last = len(ends) - 1
         targets.append(Target(text=text[a:b], start=a, end=b, token_start=first, token_end=max(last, first) + 1))
     return text, targets
+
+
+def span_target(text: str, ends: Sequence[int], span: Sequence[int]) -> Target:
+    """One target for chars ``[start, end)`` of the response: the tokens that overlap it (token ``t`` covers
+    chars ``ends[t-1]..ends[t]``), so a phrase is attributed from the rows that predict it."""
+    if (not isinstance(span, (tuple, list)) or len(span) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)):
+        raise InvalidInputError(f"target must be a (start, end) pair of character offsets, not {span!r}")
+    start, end = span
+    if not 0 <= start < end <= len(text):
+        raise InvalidInputError(f"target {tuple(span)} is not a non-empty range inside the response "
+                                f"(0..{len(text)})")
+    if not text[start:end].strip():
+        raise InvalidInputError(f"target {tuple(span)} covers only whitespace: {text[start:end]!r}")
+    first = next(t for t, e in enumerate(ends) if e > start)
+    last = next((t for t, e in enumerate(ends) if e >= end), len(ends) - 1)
+    return Target(text=text[start:end], start=start, end=end, token_start=first, token_end=max(last, first) + 1)

@@ -1,9 +1,16 @@
-"""Cost of attribution vs generation, forward pass, ESM-32 and eager output_attentions, by context length; the
-capture of all three feature families (attention weight, value norm, output norm) beside the paper's one.
+"""Cost of attribution against generation and a plain forward pass, by context length and batch size.
 
-Everything is measured in one process on one model: wall time with time.perf_counter, and peak memory as
-the process's RSS high-water mark (reset before each measurement through /proc/self/clear_refs) or, on
-CUDA, torch.cuda.max_memory_allocated. Extra memory = peak of the method - peak of a plain forward pass.
+Per length: our decoding (dynamic and static KV cache) beside transformers' ``generate``, the same decoding
+with AT2 capture (overhead %, and the one reduction per layer after decoding, timed on its own), a plain
+teacher-forced forward and teacher-forced AT2 (one pass + scoring), peak memory, tokens/s; batched
+teacher-forced throughput (attributions/s at each ``--batch``) against a plain forward at the same batch;
+optionally all three feature families, ESM-32 and eager ``output_attentions``.
+
+``--random-config llama-3-8b|qwen2.5-7b|smollm2-135m`` times a real architecture with random weights (no
+download; uniform θ, since scoring cost does not depend on its values). Every timed method runs once per
+round, rounds interleaved, and the median of ``--repeats`` rounds is reported (noise on a shared host moves
+whole rounds, not single methods). Peak memory: the process's RSS high-water mark (reset through
+/proc/self/clear_refs) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import argparse
 import gc
 import json
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -20,15 +29,16 @@ import numpy as np
 import torch
 
 from at2_rag import AT2Attributor
-from at2_rag.attention import DEFAULT_FAMILIES, FAMILIES, FeatureCapture
+from at2_rag.attention import FAMILIES, FeatureCapture
 from at2_rag.coefficients import CoefficientMetadata, Coefficients
 from at2_rag.eval.hotpotqa import load_hotpotqa
+from at2_rag.eval.random_models import CONFIGS, random_model
 from at2_rag.features import collect
 from at2_rag.prompts import build_prompt
 from at2_rag.scorers import AT2Scorer, ESMScorer
 from at2_rag.sources import Source
 
-NEW_TOKENS = 32
+QUERY = "Which of these passages mention a film?"
 
 
 def peak_mb(device: str) -> float:
@@ -49,91 +59,163 @@ def reset_peak(device: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def measure(fn, device: str, repeats: int = 1) -> tuple[float, float, object]:
-    """Best of ``repeats`` runs: the smallest wall time and the smallest peak (both are only ever inflated by noise)."""
-    times, peaks = [], []
+def timed(fn: Callable[[], object], device: str) -> tuple[float, float]:
+    """(wall seconds, peak MB) of one call."""
+    reset_peak(device)
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, peak_mb(device)
+
+
+def interleaved(methods: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, dict]:
+    """Run every method once per round for ``repeats`` rounds; median wall time and median peak of each."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
     for _ in range(repeats):
-        reset_peak(device)
-        start = time.perf_counter()
-        out = fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        peaks.append(peak_mb(device))
-    return min(times), min(peaks), out
+        for name, fn in methods.items():
+            runs[name].append(timed(fn, device))
+    return {name: {"s": statistics.median(t for t, _ in values), "peak_mb": statistics.median(p for _, p in values),
+                   "runs_s": [t for t, _ in values]} for name, values in runs.items()}
 
 
 def synthetic_sources(lm, data: Path, n_tokens: int, n_sources: int = 10) -> list[Source]:
     """About ``n_tokens`` of real HotpotQA passage text, cut into ``n_sources`` sources."""
     text = " ".join(s.text for ex in load_hotpotqa(data) for s in ex.sources)
-    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][: n_tokens]
+    while len(text) < 6 * n_tokens:
+        text = f"{text} {text}"
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens]
     step = len(ids) // n_sources
     return [Source(id=str(i), title=f"Passage {i + 1}", text=lm.tokenizer.decode(ids[i * step : (i + 1) * step]))
             for i in range(n_sources)]
 
 
-def eager_attention_bytes(lm, length: int) -> float:
-    return lm.num_layers * lm.num_heads * length * length * 4 / 2**20
-
-
-def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, esm_max: int,
-               eager_max: int, repeats: int) -> dict:
-    lm = attributor.lm
-    query = "Which of these passages mention a film?"
-    budget = length - NEW_TOKENS  # prompt + response fill ``length`` tokens, so 8192 is the default model's window
-    n_tokens = budget
-    for _ in range(5):  # template, few-shot turns and headers take a few hundred tokens: shrink until it fits
+def fitted_sources(lm, data: Path, length: int, new_tokens: int):
+    """Sources and layout so that prompt + ``new_tokens`` fill ``length`` tokens (template and headers included)."""
+    budget = n_tokens = length - new_tokens
+    for _ in range(5):
         sources = synthetic_sources(lm, data, n_tokens)
-        layout = build_prompt(lm.tokenizer, query, sources)
+        layout = build_prompt(lm.tokenizer, QUERY, sources)
         if len(layout) <= budget:
             break
         n_tokens -= len(layout) - budget
-    ids = layout.input_ids
-    row: dict = {"prompt_tokens": len(ids)}
+    return sources, layout
 
+
+def uniform_scorer(lm, families=("attention-weight",)) -> AT2Scorer:
+    """θ = 1 for every head: the cost of scoring without trained coefficients (random-weight models)."""
+    width = len(families) * lm.num_layers * lm.num_heads
+    return AT2Scorer(Coefficients(theta=torch.ones(width), metadata=CoefficientMetadata(
+        model_id=lm.model_id, model_type=lm.fingerprint["model_type"], num_layers=lm.num_layers,
+        num_heads=lm.num_heads, source_kind="passage", feature_family="+".join(families))))
+
+
+def kv_bytes_per_token(lm, length: int) -> float:
+    """Bytes one decoding step reads at ``length``: all weights plus the KV cache once."""
+    config = lm.model.config
+    kv_heads = getattr(config, "num_key_value_heads", None) or lm.num_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // lm.num_heads
+    itemsize = next(lm.model.parameters()).element_size()
+    weights = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    return weights + 2 * lm.num_layers * kv_heads * head_dim * length * itemsize
+
+
+def run_length(lm, scorers, length: int, args) -> dict:
+    sources, layout = fitted_sources(lm, Path(args.data), length, args.new_tokens)
+    ids, n, device = layout.input_ids, args.new_tokens, args.device
+    row: dict = {"prompt_tokens": len(ids), "new_tokens": n}
     lm.generate([ids[:64]], 2)  # warm-up
-    t, base_peak, out = measure(lambda: lm.generate([ids], NEW_TOKENS, stop_at_eos=False), device, repeats)
-    row["generate_s"], row["generate_peak_mb"] = t, base_peak
-    response = out[0]
+    response = lm.generate([ids], n, stop_at_eos=False)[0]
+    text = lm.decode(response)
+    forced_ids = lm.encode_response(text)  # what teacher-forced AT2 reads: the response as text, re-tokenized
+    row["teacher_forced_tokens"] = len(forced_ids)
+    row["static_tokens_equal"] = lm.generate([ids], n, stop_at_eos=False, cache="static")[0] == response
+    reduce_s: dict[str, list[float]] = {"dynamic": [], "static": []}
 
-    def capture(families=DEFAULT_FAMILIES):
-        return FeatureCapture.for_spans([layout.token_spans], [0], len(ids), len(sources), lm.num_layers,
+    def capture(families=("attention-weight",)):
+        return FeatureCapture.for_spans([layout.token_spans + layout.sentence_token_spans], [0], len(ids),
+                                        len(layout.token_spans) + len(layout.sentence_token_spans), lm.num_layers,
                                         lm.num_heads, lm.device, families=families)
 
-    t, peak, _ = measure(lambda: lm.generate([ids], NEW_TOKENS, capture=capture(), stop_at_eos=False), device, repeats)
-    row["generate_with_capture_s"] = t
-    row["at2_capture_overhead_s"] = t - row["generate_s"]
-    row["at2_capture_extra_peak_mb"] = peak - base_peak
-    t, peak, _ = measure(lambda: lm.generate([ids], NEW_TOKENS, capture=capture(FAMILIES), stop_at_eos=False), device,
-                         repeats)
-    row["all_families_capture_overhead_s"] = t - row["generate_s"]
-    row["all_families_capture_extra_peak_mb"] = peak - base_peak
+    def generate_with_capture(cache, families=("attention-weight",), record=True):
+        def run():
+            cap = capture(families)
+            lm.generate([ids], n, capture=cap, stop_at_eos=False, cache=cache)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            cap.features()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if record:
+                reduce_s[cache].append(time.perf_counter() - start)
+        return run
 
-    t, forward_peak, _ = measure(lambda: lm.response_logprobs([ids], [response]), device, repeats)
-    row["forward_s"], row["forward_peak_mb"] = t, forward_peak
+    prompt = torch.tensor([ids], device=lm.device)
 
-    def teacher_forced():
-        job = collect(lm, [query], [sources], responses=[lm.decode(response)])[0]
-        return attributor.scorer.score(job)
+    def hf_generate(cache_implementation=None):
+        return lambda: lm.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
+                                         min_new_tokens=n, do_sample=False, cache_implementation=cache_implementation)
 
-    t, peak, _ = measure(teacher_forced, device, repeats)
-    row["at2_teacher_forced_s"] = t
-    job = collect(lm, [query], [sources], responses=[lm.decode(response)], families=FAMILIES)[0]
-    scorer = AT2Scorer(Coefficients(theta=torch.ones(len(FAMILIES) * lm.num_layers * lm.num_heads), metadata=(
-        CoefficientMetadata(model_id=lm.model_id, model_type=lm.fingerprint["model_type"], num_layers=lm.num_layers,
-                            num_heads=lm.num_heads, source_kind="passage", feature_family="+".join(FAMILIES)))))
-    row["all_families_score_s"], _, _ = measure(lambda: scorer.score(job), device, repeats)
-    row["at2_extra_peak_mb"] = peak - forward_peak
-    row["at2_extra_analytic_mb"] = lm.num_heads * NEW_TOKENS * len(ids) * 4 * 2 / 2**20
+    def teacher_forced(batch: int):
+        def run():
+            for job in collect(lm, [QUERY] * batch, [sources] * batch, responses=[text] * batch):
+                scorers["passage"].score(job)
+                scorers["sentence"].score(job.at_level("sentence"))
+        return run
 
-    if length <= esm_max:
-        job = collect(lm, [query], [sources], responses=[lm.decode(response)])[0]
-        t, _, _ = measure(lambda: ESMScorer(n_ablations=32).score(job), device)
-        row["esm32_s"] = t
+    methods = {
+        "generate": lambda: lm.generate([ids], n, stop_at_eos=False),
+        "generate_static": lambda: lm.generate([ids], n, stop_at_eos=False, cache="static"),
+        "hf_generate": hf_generate(),
+        "hf_generate_static": hf_generate("static"),
+        "generate_capture": generate_with_capture("dynamic"),
+        "generate_static_capture": generate_with_capture("static"),
+        "forward": lambda: lm.response_logprobs([ids], [forced_ids]),
+        "at2_teacher_forced": teacher_forced(1),
+    }
+    if args.families:
+        methods["generate_capture_all_families"] = generate_with_capture("dynamic", FAMILIES, record=False)
+    for batch in args.batch:
+        if batch > 1 and batch * length <= args.batch_max_tokens:
+            methods[f"forward_b{batch}"] = lambda b=batch: lm.response_logprobs([ids] * b, [forced_ids] * b)
+            methods[f"at2_teacher_forced_b{batch}"] = teacher_forced(batch)
+    for name, fn in methods.items():  # warm-up (and, for transformers' static cache, its compilation)
+        if name.startswith("hf_generate") or name.endswith("_static"):
+            fn()
+    for cache in reduce_s:
+        reduce_s[cache].clear()
+    row["methods"] = interleaved(methods, device, args.repeats)
+    m = {name: v["s"] for name, v in row["methods"].items()}
+    row["capture_reduce_s"] = {cache: statistics.median(v) for cache, v in reduce_s.items()}
+    row["ms_per_token"] = {name: 1000 * m[name] / n for name in
+                           ("generate", "generate_static", "hf_generate", "hf_generate_static")}
+    row["bandwidth_bytes_per_token"] = kv_bytes_per_token(lm, length)
+    if args.bandwidth_gbs:
+        row["bandwidth_bound_ms_per_token"] = 1000 * row["bandwidth_bytes_per_token"] / (args.bandwidth_gbs * 1e9)
+    row["tokens_per_s"] = {name: n / m[name] for name in ("generate", "generate_static", "hf_generate")}
+    row["capture_overhead"] = {"dynamic": m["generate_capture"] / m["generate"] - 1,
+                               "static": m["generate_static_capture"] / m["generate_static"] - 1}
+    if args.families:
+        row["capture_overhead"]["all_families_dynamic"] = m["generate_capture_all_families"] / m["generate"] - 1
+    peaks = {name: v["peak_mb"] for name, v in row["methods"].items()}
+    row["capture_extra_peak_mb"] = peaks["generate_capture"] - peaks["generate"]
+    row["at2_extra_peak_mb"] = peaks["at2_teacher_forced"] - peaks["forward"]
+    row["batched"] = {"1": {"forward_per_s": 1 / m["forward"], "at2_per_s": 1 / m["at2_teacher_forced"]}}
+    for batch in args.batch:
+        if f"forward_b{batch}" in m:
+            row["batched"][str(batch)] = {"forward_per_s": batch / m[f"forward_b{batch}"],
+                                          "at2_per_s": batch / m[f"at2_teacher_forced_b{batch}"]}
+    for values in row["batched"].values():
+        values["at2_over_forward_throughput"] = values["at2_per_s"] / values["forward_per_s"]
+    row["at2_teacher_forced_over_forward"] = m["at2_teacher_forced"] / m["forward"]
 
-    row["eager_attentions_analytic_mb"] = eager_attention_bytes(lm, len(ids) + NEW_TOKENS - 1)
-    if length <= eager_max:
-        full = torch.tensor([ids + response[:-1]], device=lm.device)
+    if length <= args.esm_max_length:
+        job = collect(lm, [QUERY], [sources], responses=[text])[0]
+        row["esm32_s"], _ = timed(lambda: ESMScorer(n_ablations=32).score(job), device)
+    row["eager_attentions_analytic_mb"] = lm.num_layers * lm.num_heads * (len(ids) + len(forced_ids)) ** 2 * 4 / 2**20
+    if length <= args.eager_max_length:
+        full = torch.tensor([ids + forced_ids[:-1]], device=lm.device)
 
         def eager():
             lm.model.set_attn_implementation("eager")
@@ -143,12 +225,8 @@ def run_length(attributor: AT2Attributor, length: int, data: Path, device: str, 
             finally:
                 lm.model.set_attn_implementation("at2")
 
-        t, peak, _ = measure(eager, device)
-        row["eager_attentions_s"] = t
-        row["eager_attentions_extra_peak_mb"] = peak - forward_peak
-    else:
-        row["eager_attentions_extra_peak_mb"] = row["eager_attentions_analytic_mb"]
-        row["eager_attentions_estimated"] = True
+        t, peak = timed(eager, device)
+        row["eager_attentions_s"], row["eager_attentions_extra_peak_mb"] = t, peak - peaks["forward"]
     return row
 
 
@@ -156,55 +234,89 @@ def exponent(lengths: list[int], values: list[float]) -> float:
     pairs = [(x, y) for x, y in zip(lengths, values) if y and y > 0]
     if len(pairs) < 2:
         return float("nan")
-    xs, ys = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
-    return float(np.polyfit(xs, ys, 1)[0])
+    return float(np.polyfit(np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs]), 1)[0])
+
+
+def load(args):
+    """(language model, passage scorer, sentence scorer) for the named model or random config."""
+    if not args.random_config:
+        attributor = AT2Attributor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+        return attributor.lm, {"passage": attributor.scorer, "sentence": attributor.sentence_scorer}
+    from transformers import AutoTokenizer
+
+    from at2_rag.lm import _resolve_dtype, default_model_path
+
+    if args.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        path = default_model_path()
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    lm = random_model(args.random_config, tokenizer, args.device, _resolve_dtype(args.dtype, args.device))
+    scorer = uniform_scorer(lm)
+    return lm, {"passage": scorer, "sentence": scorer}
+
+
+def print_tables(result: dict, lengths: list[int]) -> None:
+    rows = [result["lengths"][str(n)] for n in lengths]
+    print(f"\n{result['model']} on {result['device']} ({result['dtype']}, {result['threads']} threads), "
+          f"median of {result['repeats']} interleaved rounds")
+    print(f"{'L':>6} {'prompt':>6} {'ms/tok dyn':>10} {'static':>7} {'HF':>7} {'HF st':>7} {'bound':>7} "
+          f"{'capture +% dyn':>14} {'static':>7} {'reduce ms/tok':>13} {'TF AT2/fwd':>10} {'peak MB':>8} "
+          f"{'AT2 +MB':>8} {'ESM32/fwd':>9} {'eager +MB':>10}")
+    for n, r in zip(lengths, rows):
+        ms, over = r["ms_per_token"], r["capture_overhead"]
+        bound = f"{r['bandwidth_bound_ms_per_token']:>7.2f}" if "bandwidth_bound_ms_per_token" in r else f"{'-':>7}"
+        esm = f"{r['esm32_s'] / r['methods']['forward']['s']:>9.1f}" if "esm32_s" in r else f"{'-':>9}"
+        eager = r.get("eager_attentions_extra_peak_mb", r["eager_attentions_analytic_mb"])
+        print(f"{n:>6} {r['prompt_tokens']:>6} {ms['generate']:>10.2f} {ms['generate_static']:>7.2f} "
+              f"{ms['hf_generate']:>7.2f} {ms['hf_generate_static']:>7.2f} {bound} {100 * over['dynamic']:>13.1f}% "
+              f"{100 * over['static']:>6.1f}% {1000 * r['capture_reduce_s']['dynamic'] / r['new_tokens']:>13.3f} "
+              f"{r['at2_teacher_forced_over_forward']:>10.3f} {r['methods']['forward']['peak_mb']:>8.0f} "
+              f"{r['at2_extra_peak_mb']:>8.1f} {esm} {eager:>9.0f}{' ' if 'eager_attentions_s' in r else '*'}")
+    print("* eager memory computed (layers x heads x L^2 x 4 bytes), not run")
+    print(f"\n{'L':>6} {'batch':>5} {'forward /s':>10} {'AT2 /s':>8} {'AT2/forward throughput':>22}")
+    for n, r in zip(lengths, rows):
+        for batch, b in r["batched"].items():
+            print(f"{n:>6} {batch:>5} {b['forward_per_s']:>10.3f} {b['at2_per_s']:>8.3f} "
+                  f"{b['at2_over_forward_throughput']:>22.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lengths", default="512,1024,2048,4096,8192")
-    parser.add_argument("--model")
+    parser.add_argument("--model", help="hub id, local directory or .gguf (default: the bundled model)")
+    parser.add_argument("--random-config", choices=sorted(CONFIGS), help="a real architecture with random weights")
+    parser.add_argument("--tokenizer", help="tokenizer directory for --random-config (default: the bundled one)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16")
+    parser.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 (CUDA default), float16")
     parser.add_argument("--data", default="../shared/data/hotpotqa/train.jsonl")
-    parser.add_argument("--esm-max-length", type=int, default=2048, help="ESM-32 only up to this length")
-    parser.add_argument("--eager-max-length", type=int, default=2048, help="eager attentions measured up to here")
-    parser.add_argument("--repeats", type=int, default=3, help="best of n for generation, forward and AT2 runs")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batch", default="1,8,32", help="batch sizes for teacher-forced throughput")
+    parser.add_argument("--batch-max-tokens", type=int, default=2**18, help="skip a batch when batch x L exceeds it")
+    parser.add_argument("--families", action="store_true", help="also time the capture of all three families")
+    parser.add_argument("--esm-max-length", type=int, default=0, help="ESM-32 only up to this length")
+    parser.add_argument("--eager-max-length", type=int, default=0, help="eager attentions measured up to here")
+    parser.add_argument("--bandwidth-gbs", type=float, help="memory bandwidth (GB/s) for the per-token bound")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--json", default="runs/cost.json")
     args = parser.parse_args()
-    attributor = AT2Attributor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    args.batch = [int(b) for b in args.batch.split(",")]
+    lm, scorers = load(args)
     lengths = [int(x) for x in args.lengths.split(",")]
-    result = {"model": attributor.lm.model_id, "device": args.device,
-              "dtype": str(next(attributor.lm.model.parameters()).dtype), "machine": platform.processor() or
-              platform.machine(), "threads": torch.get_num_threads(), "date": date.today().isoformat(),
-              "scorer": attributor.scorer.name, "lengths": {}}
+    result = {"model": lm.model_id, "device": args.device, "dtype": str(next(lm.model.parameters()).dtype),
+              "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
+              or platform.machine(), "threads": torch.get_num_threads(), "date": date.today().isoformat(),
+              "torch": torch.__version__, "repeats": args.repeats, "scorer": scorers["passage"].name, "lengths": {}}
     for length in lengths:
-        row = run_length(attributor, length, Path(args.data), args.device, args.esm_max_length, args.eager_max_length,
-                         args.repeats)
+        row = run_length(lm, scorers, length, args)
         result["lengths"][str(length)] = row
-        print(json.dumps({str(length): row}))
+        print(json.dumps({str(length): {k: v for k, v in row.items() if k != "methods"}}), flush=True)
     rows = [result["lengths"][str(n)] for n in lengths]
     result["exponents"] = {
-        "at2_time": exponent(lengths, [r["at2_teacher_forced_s"] for r in rows]),
-        "at2_memory": exponent(lengths, [r["at2_extra_analytic_mb"] for r in rows]),
-        "at2_memory_measured": exponent(lengths, [r["at2_extra_peak_mb"] for r in rows]),
-        "forward_time": exponent(lengths, [r["forward_s"] for r in rows]),
+        "at2_time": exponent(lengths, [r["methods"]["at2_teacher_forced"]["s"] for r in rows]),
+        "forward_time": exponent(lengths, [r["methods"]["forward"]["s"] for r in rows]),
     }
-    print(f"\n{result['model']} on {args.device} ({result['dtype']}, {result['threads']} threads)")
-    print(f"{'L':>6} {'tokens':>6} {'gen s':>7} {'fwd s':>7} {'capture +%':>10} {'3 fam +%':>9} {'score ms':>9} "
-          f"{'TF/fwd':>7} {'ESM32/fwd':>9} {'AT2 +MB':>8} {'eager +MB':>10} {'AT2/eager mem':>13}")
-    for n, r in zip(lengths, rows):
-        esm = f"{r['esm32_s'] / r['forward_s']:>9.1f}" if "esm32_s" in r else f"{'-':>9}"
-        eager = r["eager_attentions_extra_peak_mb"]
-        at2_mem = max(r["at2_extra_peak_mb"], r["at2_extra_analytic_mb"])
-        print(f"{n:>6} {r['prompt_tokens']:>6} {r['generate_s']:>7.2f} {r['forward_s']:>7.2f} "
-              f"{100 * r['at2_capture_overhead_s'] / r['generate_s']:>9.1f}% "
-              f"{100 * r['all_families_capture_overhead_s'] / r['generate_s']:>8.1f}% "
-              f"{1000 * r['all_families_score_s']:>9.3f} "
-              f"{r['at2_teacher_forced_s'] / r['forward_s']:>7.2f} {esm} {at2_mem:>8.1f} "
-              f"{eager:>9.0f}{'*' if r.get('eager_attentions_estimated') else ' '} {at2_mem / eager:>13.5f}")
-    print("* eager memory computed (layers x heads x L^2 x 4 bytes), too large to run here")
-    print("exponents:", json.dumps(result["exponents"]))
+    print_tables(result, lengths)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
 

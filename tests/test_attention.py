@@ -17,7 +17,7 @@ def eager_reference(lm: LanguageModel, layout, response_ids, eager_attentions):
     prompt_len = len(layout.input_ids)
     per_layer = []
     for att in attentions:  # [1, heads, L, L]
-        rows = att[0, :, prompt_len - 1 :, :].float()  # rows that predict the response tokens
+        rows = att[0, :, prompt_len - 1 :, :].float().cpu()  # rows that predict the response tokens
         per_layer.append(torch.stack([rows[:, :, a:b].sum(-1) for a, b in layout.token_spans], dim=-1))
     stacked = torch.stack(per_layer)  # [layers, heads, rows, sources]
     n_layers, heads, rows, sources = stacked.shape
@@ -26,9 +26,9 @@ def eager_reference(lm: LanguageModel, layout, response_ids, eager_attentions):
 
 def captured(lm, layout, response_ids):
     capture = FeatureCapture.for_spans([layout.token_spans], [0], len(layout), len(layout.token_spans),
-                                       lm.num_layers, lm.num_heads)
+                                       lm.num_layers, lm.num_heads, lm.device)
     lm.response_logprobs([layout.input_ids], [response_ids], capture)
-    return capture.features()[0]
+    return capture.features()[0].cpu()
 
 
 def test_default_model_matches_eager(lm, kykuit, eager_attentions):
@@ -81,3 +81,16 @@ def test_batched_capture_equals_single(lm, kykuit):
     alone = collect(lm, [kykuit.query], [short], responses=[kykuit.response])[0]
     assert torch.allclose(both[0].token_features, alone.token_features, atol=1e-5, rtol=0)
     assert both[1].token_features.shape[1] == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capture_equals_eager_on_cuda(default_tokenizer, kykuit, eager_attentions):
+    """Float32 on CUDA (the SmolLM2 shape, random weights): captured rows equal eager attention."""
+    from at2_rag.eval.random_models import random_model
+
+    model = random_model("smollm2-135m", default_tokenizer, "cuda", torch.float32)
+    layout = build_prompt(model.tokenizer, kykuit.query, kykuit.sources)
+    response_ids = model.encode_response(kykuit.response)
+    ours = captured(model, layout, response_ids)
+    assert torch.allclose(ours, eager_reference(model, layout, response_ids, eager_attentions), atol=1e-5, rtol=0)

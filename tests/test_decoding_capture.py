@@ -14,7 +14,7 @@ def _capture(lm, layouts, families=("attention-weight",)):
     width = max(len(lay) for lay in layouts)
     spans = [lay.token_spans + lay.sentence_token_spans for lay in layouts]
     return FeatureCapture.for_spans(spans, [width - len(lay) for lay in layouts], width, max(len(s) for s in spans),
-                                    lm.num_layers, lm.num_heads, families=families)
+                                    lm.num_layers, lm.num_heads, lm.device, families=families)
 
 
 def generated_and_forced(lm, layouts, n=12, cache="dynamic", families=("attention-weight",)):
@@ -85,3 +85,31 @@ def test_sliding_window_layers_while_decoding(default_tokenizer, kykuit):
 def test_unknown_cache_kind_is_refused(tiny_lm):
     with pytest.raises(ValueError, match="'dynamic' or 'static'"):
         tiny_lm.generate([[1, 2, 3]], 2, cache="paged")
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_half_precision_on_cuda(default_tokenizer, kykuit, dtype, cache):
+    """bfloat16 / float16 on CUDA (the SmolLM2 shape, random weights): a padded batch decoded with capture
+    follows teacher forcing, and the half-precision rows follow a float32 capture of the same weights."""
+    import copy
+
+    from at2_rag.eval.random_models import random_model
+
+    full = random_model("smollm2-135m", default_tokenizer, "cuda", torch.float32)
+    half = LanguageModel(copy.deepcopy(full.model).to(dtype), default_tokenizer, f"{full.model_id}-{dtype}")
+    layouts = [build_prompt(half.tokenizer, kykuit.query, kykuit.sources[:1]),
+               build_prompt(half.tokenizer, kykuit.query, kykuit.sources)]
+    tokens, ours, forced, on_response, forced_on_response = generated_and_forced(half, layouts, 12, cache)
+    assert ours.dtype == torch.float32
+    assert correlation(ours, forced) > 0.999 and correlation(on_response, forced_on_response) > 0.999
+    assert (ours - forced).abs().max() < 0.02
+    reference = _capture(full, layouts)
+    full.response_logprobs([lay.input_ids for lay in layouts], tokens, reference)
+    assert correlation(forced, reference.features()) > 0.999
