@@ -15,15 +15,39 @@ def random_masks(n_sources: int, n_masks: int, keep_prob: float = 0.5, seed: int
     return rng.random((n_masks, n_sources)) < keep_prob
 
 
-def target_logit_means(logprobs: torch.Tensor) -> torch.Tensor:
-    """Mean over a target's tokens of the per-token log-odds ``log(p / (1 - p))``, computed stably from log p.
+TARGETS = ("response-log-odds", "token-log-odds")
+"""What an ablation changes, per target (a response sentence): ``response-log-odds`` is the paper's and
+ContextCite's, ``log(P / (1 - P))`` of the target's whole probability ``P`` (the product of its tokens'),
+divided by its token count; ``token-log-odds`` the mean over its tokens of ``log(p / (1 - p))`` (what at2-rag
+used before; ContextCite's ``total_token_logit_prob`` output). Scores fit to the two differ in scale and,
+under the same LASSO penalty, in which sources they zero."""
+DEFAULT_TARGET = "response-log-odds"
+METHODS = ("remove", "mask")
+"""How a source is ablated: ``remove`` cuts its text out of the prompt (later tokens shift left); ``mask``
+keeps every token in place and hides the source's tokens from attention (the AT2 trainer's default)."""
+DEFAULT_METHOD = "remove"
 
-    This is ContextCite's ``total_token_logit_prob`` output, not its default: ContextCite (and the AT2 trainer)
-    regress on the log-odds of the whole target's probability, ``log(P / (1 - P))`` with ``P`` the product of
-    the token probabilities; scores fit to the two differ in scale and, under the same LASSO penalty, in
-    which sources they zero."""
+
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {choices}, not {value!r}")
+    return value
+
+
+def target_values(logprobs: torch.Tensor, target: str = DEFAULT_TARGET) -> torch.Tensor:
+    """``[..., tokens]`` log-probs of one target's tokens -> ``[...]`` values of ``target`` (see ``TARGETS``),
+    computed stably from log p."""
+    check_choice(target, TARGETS, "target")
+    if target == "response-log-odds":
+        total = logprobs.sum(-1).clamp(max=-1e-7)
+        return (total - torch.log(-torch.expm1(total))) / logprobs.shape[-1]
     logprobs = logprobs.clamp(max=-1e-7)
     return (logprobs - torch.log(-torch.expm1(logprobs))).mean(-1)
+
+
+def span_outputs(logprobs: torch.Tensor, spans, target: str = DEFAULT_TARGET) -> torch.Tensor:
+    """``[n_masks, tokens]`` -> ``[n_masks, len(spans)]``: ``target`` of each ``(token_start, token_end)``."""
+    return torch.stack([target_values(logprobs[:, a:b], target) for a, b in spans], dim=1)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -42,16 +66,31 @@ def ablated_prompt(job: AttributionJob, mask: np.ndarray) -> list[int]:
     return build_prompt(tokenizer, job.query, job.sources, keep=kept, template=job.template).input_ids
 
 
+def hidden_spans(job: AttributionJob, mask: np.ndarray) -> list[tuple[int, int]]:
+    """Prompt token spans of the units (by ``job.level``) where ``mask`` is False: what ``mask`` ablation hides."""
+    indices, spans = job.layout.spans(job.level)
+    return [span for unit, span in zip(indices, spans) if not mask[unit]]
+
+
 @torch.inference_mode()
-def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
-    """``[n_masks, response tokens]``: log-prob of each response token with the masked-out units removed."""
+def ablation_logprobs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None,
+                      method: str = DEFAULT_METHOD) -> torch.Tensor:
+    """``[n_masks, response tokens]``: log-prob of each response token with the masked-out units ablated by
+    ``method`` (removed from the prompt text, or hidden from attention in place; see ``METHODS``)."""
+    check_choice(method, METHODS, "ablation method")
     batch_size = batch_size or default_batch_size(job.lm.device)
-    prompts = [ablated_prompt(job, mask) for mask in masks]
-    order = np.argsort([len(p) for p in prompts])
+    if method == "remove":
+        prompts = [ablated_prompt(job, mask) for mask in masks]
+        hidden = None
+    else:
+        prompts = [job.layout.input_ids] * len(masks)
+        hidden = [hidden_spans(job, mask) for mask in masks]
+    order = np.argsort([len(p) for p in prompts], kind="stable")
     out = torch.zeros(len(prompts), len(job.response_ids))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        logprobs = job.lm.response_logprobs([prompts[i] for i in chunk], [job.response_ids] * len(chunk))
+        logprobs = job.lm.response_logprobs([prompts[i] for i in chunk], [job.response_ids] * len(chunk),
+                                            hide=None if hidden is None else [hidden[i] for i in chunk])
         out[torch.as_tensor(chunk)] = logprobs.cpu()
     return out
 
@@ -97,8 +136,11 @@ def ablation_logprobs_shared(jobs: list[AttributionJob], masks: np.ndarray) -> l
     return out
 
 
-def ablation_outputs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-    """``[n_masks, targets]``: the per-target output (mean log-odds of its tokens) under each ablation."""
-    logprobs = ablation_logprobs(job, masks, batch_size)
-    columns = [target_logit_means(logprobs[:, t.token_start : t.token_end]) for t in job.targets]
-    return torch.stack(columns, dim=1).numpy()
+def target_spans(job: AttributionJob) -> list[tuple[int, int]]:
+    return [(t.token_start, t.token_end) for t in job.targets]
+
+
+def ablation_outputs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None,
+                     target: str = DEFAULT_TARGET, method: str = DEFAULT_METHOD) -> np.ndarray:
+    """``[n_masks, targets]``: each target's ``target`` value under each ablation."""
+    return span_outputs(ablation_logprobs(job, masks, batch_size, method), target_spans(job), target).numpy()

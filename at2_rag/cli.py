@@ -96,6 +96,9 @@ def cmd_train(args) -> None:
     if args.contexts:
         from .eval.recombine import RESPONSE_KINDS, build_recombined
 
+        if args.ablation != "remove":
+            raise UsageError("--contexts shares one cached read of each ablated prompt: only --ablation remove")
+
         kinds = [k.strip() for k in args.kinds.split(",")]
         if unknown := set(kinds) - set(RESPONSE_KINDS):
             raise UsageError(f"--kinds: unknown {sorted(unknown)}; choose from {', '.join(RESPONSE_KINDS)}")
@@ -124,9 +127,11 @@ def cmd_train(args) -> None:
             from .distributed import collect_on_ray
 
             collect_on_ray(args.model, examples, work, address=args.ray, workers=args.workers,
-                           source_kind=args.source_kind, n_masks=args.masks, responses=responses, families=families)
+                           source_kind=args.source_kind, n_masks=args.masks, responses=responses, families=families,
+                           method=args.ablation)
         paths = collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard,
-                                 num_shards=args.num_shards, responses=responses, families=families)
+                                 num_shards=args.num_shards, responses=responses, families=families,
+                                 method=args.ablation)
         source = f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows, responses: {args.responses})"
     if args.num_shards > 1 and not args.fit:
         print(f"shard {args.shard} collected in {work}; run again with --fit once every shard is done")
@@ -135,7 +140,7 @@ def cmd_train(args) -> None:
         paths = sorted(p for p in work.glob("[0-9]*.npz"))
     record = export_ablations(paths, work / "ablations.jsonl.gz")
     coefficients = train(lm, paths, args.source_kind, source, families, steps=args.steps, l2=args.l2,
-                         chunk_tokens=args.chunk_tokens, command=command)
+                         chunk_tokens=args.chunk_tokens, command=command, target=args.target)
     path = coefficients.save(args.out)
     write_summary(coefficients, Path(args.out).with_suffix(".json"))
     print(json.dumps(coefficients.metadata.metrics, indent=2))
@@ -208,6 +213,16 @@ def cmd_calibrate(args) -> None:
     print(f"default evidence: {calibration.default_evidence}\ncalibration: {out}")
 
 
+def target_options(p) -> None:
+    from .ablation import DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS
+
+    p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+                   help="what an ablation changes: the paper's log-odds of the whole target divided by its tokens "
+                   "(response-log-odds), or the mean of per-token log-odds (token-log-odds)")
+    p.add_argument("--ablation", choices=METHODS, default=DEFAULT_METHOD,
+                   help="remove a source's text from the prompt, or mask it from attention in place")
+
+
 def cmd_evaluate(args) -> None:
     from . import AT2Attributor, make_scorer
     from .eval.attribution import evaluate_scorers
@@ -216,23 +231,30 @@ def cmd_evaluate(args) -> None:
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
     level_scorer = attributor.sentence_scorer if args.level == "sentence" else attributor.scorer
     coefficients = getattr(level_scorer, "coefficients", None)
-    scorers = [make_scorer(name.strip(), coefficients) for name in args.scorers.split(",")]
+    scorers = [make_scorer(name.strip(), coefficients, args.target) for name in args.scorers.split(",")]
     for path in args.extra_coefficients or []:
         extra = make_scorer("at2", _load_checked(attributor, path))
         extra.name = f"at2[{Path(path).stem}]"  # one row per file, even when several share a family
         scorers.append(extra)
     ks = tuple(int(k) for k in args.ks.split(","))
     result = evaluate_scorers(attributor, examples, scorers, ks=ks, work_dir=args.work_dir, shard=args.shard,
-                              num_shards=args.num_shards, level=args.level, responses=args.responses)
+                              num_shards=args.num_shards, level=args.level, responses=args.responses,
+                              target=args.target, method=args.ablation)
     print(f"\n{result['model']} on {result['n_examples']} examples, {args.level} sources ({result['mean_units']:.1f} "
-          f"per example), {args.responses} responses, {result['n_lds_masks']} LDS masks; 95% bootstrap intervals")
-    print(f"{'scorer':<32} {'LDS':>22} " + " ".join(f"{'drop@' + str(k):>8}" for k in ks)
-          + f" {'gold rank':>10} {'s/example':>10}")
+          f"per example), {args.responses} responses, {result['n_lds_masks']} LDS masks, target {args.target}, "
+          f"ablation by {args.ablation}; 95% bootstrap intervals")
+    from .ablation import TARGETS
+
+    others = [t for t in TARGETS if t != args.target]
+    print(f"{'scorer':<32} {'LDS':>22} " + " ".join(f"{'LDS ' + t:>22}" for t in others) + " "
+          + " ".join(f"{'drop@' + str(k):>8}" for k in ks) + f" {'gold rank':>10} {'s/example':>10}")
     for name, r in result["scorers"].items():
         lo_hi = r["lds_ci95"]
         lds_text = f"{r['lds']:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
+        other = " ".join(f"{r['lds_by_target'][t]:>22.3f}" for t in others)
         drops = " ".join(f"{r['top_k_drop'][str(k)]:>8.3f}" for k in ks)
-        print(f"{name:<32} {lds_text:>22} {drops} {r['mean_gold_rank']:>10.2f} {r['seconds_per_example']:>10.4f}")
+        print(f"{name:<32} {lds_text:>22} {other} {drops} {r['mean_gold_rank']:>10.2f} "
+              f"{r['seconds_per_example']:>10.4f}")
     print(f"(random gold rank: {result['random_gold_rank']})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -370,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --contexts: passages per context at most (3 at least; lower it for a short window)")
     p.add_argument("--exclude-titles", help="with --contexts: a HotpotQA jsonl whose passage titles never enter a "
                    "context (default: validation.jsonl beside --data)")
+    target_options(p)
     _ray_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -413,9 +436,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--level", choices=["passage", "sentence"], default="passage")
     p.add_argument("--responses", choices=["generated", "gold"], default="generated")
     p.add_argument("--ks", default="1,2,3", help="top-k drop sizes, comma-separated")
+    target_options(p)
     p.add_argument("--json")
     p.add_argument("--work-dir", help="keep per-example ablations and scores here: resumable, shardable, and "
-                   "re-scoring with new coefficients reuses everything else")
+                   "re-scoring with new coefficients (or another --target) reuses everything else")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--num-shards", type=int, default=1)
     p.set_defaults(func=cmd_evaluate)

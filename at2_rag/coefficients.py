@@ -33,6 +33,9 @@ class CoefficientMetadata(BaseModel):
     feature_family: str = Field(default="attention-weight", description="What each feature is: 'attention-weight' "
                                 "(the paper's), 'value-norm', 'output-norm', or several joined by '+' "
                                 "(θ then holds one block of layers x heads per family, in that order).")
+    target: str = Field(default="token-log-odds", description="What θ predicts (``ablation.TARGETS``): the "
+                        "paper's 'response-log-odds', or 'token-log-odds' (files from before the option).")
+    ablation: str = Field(default="remove", description="How training ablated sources (``ablation.METHODS``).")
     training_data: str = ""
     n_examples: int = 0
     n_targets: int = 0
@@ -91,9 +94,14 @@ class Coefficients(BaseModel):
 
     def validate_values(self, where: str = "coefficients") -> None:
         """Raise unless θ is finite and has one entry per head of the metadata's shape."""
+        from .ablation import METHODS, TARGETS
+
         m = self.metadata
         if m.source_kind not in SOURCE_KINDS:
             raise CoefficientMismatchError(f"{where}: source_kind {m.source_kind!r} is not one of {SOURCE_KINDS}")
+        if m.target not in TARGETS or m.ablation not in METHODS:
+            raise CoefficientMismatchError(f"{where}: target {m.target!r} / ablation {m.ablation!r} is not one of "
+                                           f"{TARGETS} / {METHODS}")
         families = self.families
         if self.theta.numel() != len(families) * m.num_layers * m.num_heads:
             raise CoefficientMismatchError(

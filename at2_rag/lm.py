@@ -197,15 +197,23 @@ class LanguageModel:
         responses: Sequence[Sequence[int]],
         capture: FeatureCapture | None = None,
         grad_embeddings: bool = False,
+        hide: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of each response token after its prompt (teacher forcing): ``[batch, max_T]``, 0-padded.
 
         Feeds ``prompt + response[:-1]``: exactly the rows that predict the response tokens, which are also
         the rows whose attention AT2 reads. With ``grad_embeddings`` the input embeddings are returned too,
-        with gradients enabled, for gradient attribution.
+        with gradients enabled, for gradient attribution. ``hide`` gives, per element, prompt token spans no
+        token may attend to (attention-mask ablation): they stay in place and positions do not move.
         """
         n = max(len(r) for r in responses)
         batch = self.batch(prompts, [list(r)[:-1] for r in responses])
+        if hide is not None:
+            mask = batch.attention_mask.clone()
+            for i, spans in enumerate(hide):
+                for a, b in spans:
+                    mask[i, batch.pad[i] + a : batch.pad[i] + b] = 0
+            batch = Batch(batch.input_ids, mask, batch.position_ids, batch.pad)
         context = torch.enable_grad() if grad_embeddings else torch.inference_mode()
         with context, capturing(capture):
             embeds = self.model.get_input_embeddings()(batch.input_ids)

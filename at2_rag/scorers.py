@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from .ablation import DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS, check_choice, target_values
 from .attention import parse_families
 from .coefficients import Coefficients
 from .errors import CoefficientMismatchError
@@ -64,8 +65,9 @@ class AverageAttentionScorer:
 
 def lasso_surrogate(masks: np.ndarray, outputs: np.ndarray, alpha: float = 0.01) -> np.ndarray:
     """ContextCite's solver: standardise the 0/1 keep-masks, fit a LASSO per target, map the weights back to
-    mask units (``coef / scale``). ``outputs`` ``[n_masks, targets]`` are per-token means, as the reference
-    divides its summed log-odds by the number of response tokens before fitting. Returns ``[targets, units]``."""
+    mask units (``coef / scale``). ``outputs`` ``[n_masks, targets]`` are one value per target (with the
+    paper's target, its log-odds divided by its token count, as the reference does before fitting). Returns
+    ``[targets, units]``."""
     from sklearn.linear_model import Lasso
     from sklearn.preprocessing import StandardScaler
 
@@ -88,19 +90,24 @@ class ESMScorer:
     families: tuple[str, ...] = ()
 
     def __init__(self, n_ablations: int = 32, keep_prob: float = 0.5, alpha: float = 0.01, seed: int = 0,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, target: str = DEFAULT_TARGET, method: str = DEFAULT_METHOD):
         self.n_ablations = n_ablations
         self.keep_prob = keep_prob
         self.alpha = alpha
         self.seed = seed
         self.batch_size = batch_size
+        self.target = check_choice(target, TARGETS, "target")
+        self.method = check_choice(method, METHODS, "ablation method")
         self.name = f"esm-{n_ablations}"
 
     def score(self, job: AttributionJob, ablate=None) -> np.ndarray:
+        """LASSO weights per target; ``ablate`` (masks -> outputs, e.g. a shared cache) decides the target and
+        method itself when given."""
         from .ablation import ablation_outputs, random_masks
 
         masks = random_masks(job.num_units, self.n_ablations, self.keep_prob, self.seed)
-        outputs = ablate(masks) if ablate is not None else ablation_outputs(job, masks, batch_size=self.batch_size)
+        outputs = ablate(masks) if ablate is not None else ablation_outputs(
+            job, masks, batch_size=self.batch_size, target=self.target, method=self.method)
         return lasso_surrogate(masks, outputs, self.alpha)
 
 
@@ -110,14 +117,15 @@ class GradientScorer:
     name = "gradient"
     families: tuple[str, ...] = ()
 
-    def score(self, job: AttributionJob) -> np.ndarray:
-        from .ablation import target_logit_means
+    def __init__(self, target: str = DEFAULT_TARGET):
+        self.target = check_choice(target, TARGETS, "target")
 
+    def score(self, job: AttributionJob) -> np.ndarray:
         logprobs, embeds = job.lm.response_logprobs([job.layout.input_ids], [job.response_ids], grad_embeddings=True)
         scores = np.zeros((len(job.targets), job.num_units))
         indices, spans = job.layout.spans(job.level)
         for t, target in enumerate(job.targets):
-            value = target_logit_means(logprobs[:, target.token_start : target.token_end]).sum()
+            value = target_values(logprobs[:, target.token_start : target.token_end], self.target).sum()
             (grad,) = torch.autograd.grad(value, embeds, retain_graph=t + 1 < len(job.targets))
             saliency = (grad * embeds).sum(-1)[0].detach()
             for unit, (a, b) in zip(indices, spans):
@@ -125,9 +133,9 @@ class GradientScorer:
         return scores
 
 
-def make_scorer(name: str, coefficients: Coefficients | None = None) -> Scorer:
+def make_scorer(name: str, coefficients: Coefficients | None = None, target: str = DEFAULT_TARGET) -> Scorer:
     """Build a scorer from its name: ``at2`` (with ``coefficients``), ``average-attention``, ``gradient`` or
-    ``esm-N``."""
+    ``esm-N`` (the last two fit or differentiate ``target``)."""
     if name == "at2":
         if coefficients is None:
             raise ValueError("the at2 scorer needs coefficients")
@@ -135,7 +143,7 @@ def make_scorer(name: str, coefficients: Coefficients | None = None) -> Scorer:
     if name == "average-attention":
         return AverageAttentionScorer()
     if name == "gradient":
-        return GradientScorer()
+        return GradientScorer(target)
     if name.startswith("esm-") and name[4:].isdigit():
-        return ESMScorer(n_ablations=int(name[4:]))
+        return ESMScorer(n_ablations=int(name[4:]), target=target)
     raise ValueError(f"unknown scorer {name!r}; choose at2, average-attention, gradient or esm-N")

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ablation import ablation_logprobs, ablation_logprobs_shared, random_masks, target_logit_means
+from .ablation import (DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS, ablation_logprobs, ablation_logprobs_shared,
+                       check_choice, random_masks, span_outputs, target_spans)
 from .attention import FAMILIES, family_name, parse_families
 from .coefficients import CoefficientMetadata, Coefficients
 from .errors import InvalidInputError
@@ -25,7 +26,10 @@ from .lm import LanguageModel
 from .prompts import PromptTemplate
 from .sources import Source
 
-ABLATION_KEYS = ("masks", "outputs", "token_logprobs", "response")
+ABLATION_KEYS = ("masks", "outputs", "token_logprobs", "response", "method")
+"""A collected file's ablations: keep-masks, the outputs of the target it was collected with (training
+recomputes any target from the token log-probs and the ``target_spans`` its feature pass records), the
+response and how sources were ablated (``ablation.METHODS``)."""
 CONTEXT_KEYS = ("context", "base_row", "recipe", "response_kind")
 """What a recombined example's file adds: its context's id (the cross-fitting group), base row and recipe
 (to rebuild the context from the rows) and which response it reads."""
@@ -46,9 +50,15 @@ def _features(lm: LanguageModel, ex: TrainingExample, response: str, level: str,
     if n_tokens is not None and len(job.response_ids) != n_tokens:
         raise InvalidInputError(f"example {ex.id}: the stored response re-tokenizes to {len(job.response_ids)} "
                                 f"tokens, not the {n_tokens} its ablations scored; collect it again")
+    return _job_arrays(job, level)
+
+
+def _job_arrays(job, level: str) -> dict[str, np.ndarray]:
+    """What a file keeps of a collected job: features (float16), families, level and target token spans."""
     return {"features": job.features.numpy().astype(np.float16),
             "token_features": job.token_features.numpy().astype(np.float16),
-            "families": np.array(family_name(job.families)), "level": np.array(level)}
+            "families": np.array(family_name(job.families)), "level": np.array(level),
+            "target_spans": np.array(target_spans(job), dtype=np.int64).reshape(-1, 2)}
 
 
 def _captured(item: dict[str, np.ndarray]) -> tuple[str, ...]:
@@ -86,13 +96,16 @@ def collect_examples(
     progress: bool = True,
     responses: Sequence[str | None] | None = None,
     families: Sequence[str] = FAMILIES,
+    method: str = DEFAULT_METHOD,
 ) -> list[Path]:
-    """Write one ``.npz`` per example of this shard; resumable (finished examples are skipped).
+    """Write one ``.npz`` per example of this shard; resumable (finished examples are skipped). ``method``:
+    how sources are ablated (``ablation.METHODS``).
 
     ``source_kind='sentence'`` ablates the sentences inside the passages. ``responses`` (one per example)
     teacher-forces given answers; None generates the model's own. An example whose ablations exist (collected
     earlier or imported with ``import_ablations``) but lack a requested feature family costs one more pass only.
     """
+    check_choice(method, METHODS, "ablation method")
     out_dir, families, mine = _shard(out_dir, families, examples, shard, num_shards)
     written = []
     for i, ex in tqdm(mine, desc=f"collect shard {shard}/{num_shards}", disable=not progress):
@@ -100,7 +113,10 @@ def collect_examples(
         if path.exists():
             with np.load(path, allow_pickle=False) as stored:
                 item = dict(stored)
-            if not set(families) <= set(_captured(item)):
+            if str(item.get("method", DEFAULT_METHOD)) != method:
+                raise InvalidInputError(f"{path} was ablated by {str(item.get('method', DEFAULT_METHOD))!r}, not "
+                                        f"{method!r}; use another work directory")
+            if not set(families) <= set(_captured(item)) or "target_spans" not in item:
                 item.update(_features(lm, ex, str(item["response"]), source_kind, families, template,
                                       item["token_logprobs"].shape[1]))
                 _write(path, item)
@@ -109,13 +125,10 @@ def collect_examples(
             job = collect(lm, [ex.question], [ex.sources], [response], template=template,
                           max_new_tokens=max_new_tokens, families=families)[0].at_level(source_kind)
             masks = random_masks(job.num_units, n_masks, keep_prob, seed=i)
-            logprobs = ablation_logprobs(job, masks)
-            outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end])
-                                   for t in job.targets], 1)
-            _write(path, {"masks": masks, "outputs": outputs.numpy(), "token_logprobs": logprobs.numpy(),
-                          "response": np.array(job.response), "features": job.features.numpy().astype(np.float16),
-                          "token_features": job.token_features.numpy().astype(np.float16),
-                          "families": np.array(family_name(families)), "level": np.array(source_kind)})
+            logprobs = ablation_logprobs(job, masks, method=method)
+            _write(path, {"masks": masks, "outputs": span_outputs(logprobs, target_spans(job)).numpy(),
+                          "token_logprobs": logprobs.numpy(), "response": np.array(job.response),
+                          "method": np.array(method), **_job_arrays(job, source_kind)})
         written.append(path)
     return written
 
@@ -180,13 +193,10 @@ def collect_contexts(
         masks = random_masks(jobs[0].num_units, n_masks, keep_prob, seed=seed)
         names = []
         for kind, job, logprobs in zip(unique, jobs, ablation_logprobs_shared(jobs, masks)):
-            outputs = torch.stack([target_logit_means(logprobs[:, t.token_start : t.token_end])
-                                   for t in job.targets], 1)
             path = out_dir / f"{i:05d}-{ex.id}-{kind}.npz"
-            _write(path, {"masks": masks, "outputs": outputs.numpy(), "token_logprobs": logprobs.numpy(),
-                          "response": np.array(job.response), "features": job.features.numpy().astype(np.float16),
-                          "token_features": job.token_features.numpy().astype(np.float16),
-                          "families": np.array(family_name(families)), "level": np.array(source_kind),
+            _write(path, {"masks": masks, "outputs": span_outputs(logprobs, target_spans(job)).numpy(),
+                          "token_logprobs": logprobs.numpy(), "response": np.array(job.response),
+                          "method": np.array(DEFAULT_METHOD), **_job_arrays(job, source_kind),
                           "context": np.array(ex.id), "base_row": np.array(ex.base_row),
                           "recipe": np.array(ex.recipe, dtype=np.int64), "response_kind": np.array(kind)})
             names.append(path.name)
@@ -206,7 +216,7 @@ def refresh_context_features(lm: LanguageModel, paths: Sequence[Path], rows: Seq
     for path in tqdm(list(paths), desc="features", disable=not progress):
         with np.load(path, allow_pickle=False) as stored:
             item = dict(stored)
-        if set(families) <= set(_captured(item)):
+        if set(families) <= set(_captured(item)) and "target_spans" in item:
             continue
         ex = rebuild(rows, str(item["context"]), int(item["base_row"]), item["recipe"].tolist())
         item.update(_features(lm, ex, str(item["response"]), source_kind, families, template,
@@ -224,7 +234,8 @@ def export_ablations(paths: Iterable[str | Path], out: str | Path) -> Path:
             with np.load(p, allow_pickle=False) as item:
                 record = {"file": p.name, "response": str(item["response"]),
                           "masks": ["".join("1" if k else "0" for k in m) for m in item["masks"]],
-                          "outputs": item["outputs"].tolist(), "token_logprobs": item["token_logprobs"].tolist()}
+                          "outputs": item["outputs"].tolist(), "token_logprobs": item["token_logprobs"].tolist(),
+                          "method": str(item["method"]) if "method" in item else DEFAULT_METHOD}
                 if "context" in item:
                     record.update(context=str(item["context"]), base_row=int(item["base_row"]),
                                   recipe=item["recipe"].tolist(), response_kind=str(item["response_kind"]))
@@ -245,7 +256,8 @@ def import_ablations(path: str | Path, out_dir: str | Path) -> list[Path]:
                 arrays = {"masks": np.array([[c == "1" for c in m] for m in record["masks"]]),
                           "outputs": np.array(record["outputs"], dtype=np.float32),
                           "token_logprobs": np.array(record["token_logprobs"], dtype=np.float32),
-                          "response": np.array(record["response"])}
+                          "response": np.array(record["response"]),
+                          "method": np.array(record.get("method", DEFAULT_METHOD))}
                 if "context" in record:
                     arrays.update(context=np.array(record["context"]), base_row=np.array(record["base_row"]),
                                   recipe=np.array(record["recipe"], dtype=np.int64),
@@ -295,9 +307,12 @@ class Design:
 
     @classmethod
     def load(cls, paths: Iterable[str | Path], families: Sequence[str] = ("attention-weight",),
-             chunk_tokens: int | None = None, path: str | Path | None = None) -> Design:
-        """Design of these collected examples for ``families`` (columns picked from what was captured)."""
-        return cls.from_items([_item(p, parse_families(families), chunk_tokens) for p in paths], path)
+             chunk_tokens: int | None = None, path: str | Path | None = None,
+             target: str = DEFAULT_TARGET) -> Design:
+        """Design of these collected examples for ``families`` (columns picked from what was captured), with
+        ablation outputs of ``target`` (``ablation.TARGETS``) computed from the stored token log-probs."""
+        check_choice(target, TARGETS, "target")
+        return cls.from_items([_item(p, parse_families(families), chunk_tokens, target) for p in paths], path)
 
     def subset(self, keep: np.ndarray) -> Design:
         return Design(self.x[keep], self.y[keep], self.groups[keep])
@@ -307,13 +322,15 @@ class Design:
         return self.y.std(-1) > 0
 
 
-def _item(path: str | Path, families: tuple[str, ...], chunk_tokens: int | None) -> dict[str, np.ndarray]:
+def _item(path: str | Path, families: tuple[str, ...], chunk_tokens: int | None,
+          target: str = DEFAULT_TARGET) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as stored:
         item = dict(stored)
     captured = _captured(item)
-    if not set(families) <= set(captured):
-        raise InvalidInputError(f"{path} has no {family_name(families)} features (captured: {captured or 'none'}); "
-                                "run collect_examples with these families first")
+    if not set(families) <= set(captured) or "target_spans" not in item:
+        raise InvalidInputError(f"{path} has no {family_name(families)} features or target spans (captured: "
+                                f"{captured or 'none'}); run collect_examples (or train) on it again: only the "
+                                "feature pass runs")
     width = item["features"].shape[-1] // len(captured)
 
     def pick(array: np.ndarray) -> np.ndarray:
@@ -321,13 +338,19 @@ def _item(path: str | Path, families: tuple[str, ...], chunk_tokens: int | None)
                                for f in families], axis=-1)
 
     item["features"] = pick(item["features"])
+    spans = [tuple(span) for span in item["target_spans"].tolist()]
     if chunk_tokens:
         tokens = pick(item["token_features"]).astype(np.float32)
         spans = [(a, min(a + chunk_tokens, len(tokens))) for a in range(0, len(tokens), chunk_tokens)]
-        logprobs = torch.from_numpy(item["token_logprobs"])
         item["features"] = np.stack([tokens[a:b].mean(0) for a, b in spans])
-        item["outputs"] = torch.stack([target_logit_means(logprobs[:, a:b]) for a, b in spans], 1).numpy()
+    item["outputs"] = span_outputs(torch.from_numpy(item["token_logprobs"]), spans, target).numpy()
     return item
+
+
+def ablation_method(path: str | Path) -> str:
+    """How a collected file's sources were ablated (files from before the option: removal)."""
+    with np.load(path, allow_pickle=False) as item:
+        return str(item["method"]) if "method" in item else DEFAULT_METHOD
 
 
 def _pearson(pred: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
@@ -423,14 +446,19 @@ def train(
     chunk_tokens: int | None = None,
     command: str = "",
     progress: bool = True,
+    target: str = DEFAULT_TARGET,
 ) -> Coefficients:
-    """Fit θ for ``families`` on every collected example; report the in-sample correlation (the ceiling of a
-    linear surrogate on these features) and, with enough examples, the ``folds``-fold cross-fitted one.
-    Correlations are measured on sentence targets, whatever ``chunk_tokens`` fit on."""
+    """Fit θ for ``families`` on every collected example to predict ``target`` (``ablation.TARGETS``); report
+    the in-sample correlation (the ceiling of a linear surrogate on these features) and, with enough examples,
+    the ``folds``-fold cross-fitted one. Correlations are measured on sentence targets, whatever
+    ``chunk_tokens`` fit on. The file records the target and the ablation method of the collected files."""
     families = parse_families(families)
     paths = sorted(collected)
-    fit_design = Design.load(paths, families, chunk_tokens)
-    sentence_design = Design.load(paths, families) if chunk_tokens else fit_design
+    methods = {ablation_method(p) for p in paths}
+    if len(methods) > 1:
+        raise InvalidInputError(f"the collected files mix ablation methods {sorted(methods)}; train on one")
+    fit_design = Design.load(paths, families, chunk_tokens, target=target)
+    sentence_design = Design.load(paths, families, target=target) if chunk_tokens else fit_design
     kwargs = {"steps": steps, "l2": l2, "standardize": families != ("attention-weight",)}
     theta = fit_theta(fit_design, progress=progress, **kwargs)
     uniform = torch.full_like(theta, 1.0 / theta.numel())
@@ -443,7 +471,8 @@ def train(
         model_id=fp["model_id"], model_type=fp["model_type"], revision=lm.revision, num_layers=fp["num_layers"],
         num_heads=fp["num_heads"], source_kind=source_kind, feature_family=family_name(families),
         training_data=training_data, n_examples=len(paths), n_targets=int(fit_design.x.shape[0]),
-        n_ablations=int(fit_design.x.shape[1]), metrics=metrics,
+        n_ablations=int(fit_design.x.shape[1]), metrics=metrics, target=target,
+        ablation=methods.pop() if methods else DEFAULT_METHOD,
         notes="targets: "
               + (f"chunks of {chunk_tokens} response tokens, " if chunk_tokens else "")
               + f"response sentences; Pearson objective, Adam lr 1e-3 cosine, {steps} steps"

@@ -29,8 +29,9 @@ def test_evaluation_resumes_and_reuses_ablations(attributor, small_rows, tmp_pat
         assert set(summary["top_k_drop"]) == {"1", "2", "3"}
 
     calls = []
-    real = evaluation.ablation_outputs
-    monkeypatch.setattr(evaluation, "ablation_outputs", lambda job, masks: calls.append(len(masks)) or real(job, masks))
+    real = evaluation.ablation_logprobs
+    monkeypatch.setattr(evaluation, "ablation_logprobs",
+                        lambda job, masks, **kw: calls.append(len(masks)) or real(job, masks, **kw))
     again = evaluation.evaluate_scorers(attributor, small_rows, scorers, n_lds_masks=6, progress=False,
                                         work_dir=tmp_path)
     assert again == first and not calls  # every record was read back: no generation, no ablation

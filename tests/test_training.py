@@ -61,7 +61,7 @@ def test_design_sums_out_sources_and_can_live_on_disk(tmp_path):
 
 @pytest.mark.slow
 def test_ablation_logprobs_equal_direct_forward(lm):
-    from at2_rag.ablation import ablation_logprobs, random_masks, target_logit_means
+    from at2_rag.ablation import ablation_logprobs, random_masks, target_values
     from at2_rag.features import collect
     from at2_rag.prompts import build_prompt
     from at2_rag.sources import to_sources
@@ -78,7 +78,7 @@ def test_ablation_logprobs_equal_direct_forward(lm):
             logits = lm.model(ids).logits[0, len(prompt) - 1 : -1].float()
         direct = torch.log_softmax(logits, -1).gather(-1, torch.tensor(job.response_ids)[:, None])[:, 0]
         assert torch.allclose(row, direct, atol=1e-4)
-    assert target_logit_means(batched[:, :2]).shape == (6,)
+    assert target_values(batched[:, :2]).shape == (6,)
 
 
 @pytest.mark.slow

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from ..ablation import ablation_outputs, random_masks
+from ..ablation import (DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS, ablation_logprobs, check_choice,
+                        random_masks, span_outputs, target_spans)
 from ..attributor import AT2Attributor
 from ..features import AttributionJob
 from ..scorers import ESMScorer, Scorer
@@ -24,40 +26,51 @@ from .metrics import bootstrap_ci, lds, mean_gold_rank, top_k_drop
 
 
 class AblationCache:
-    """Per-example memo of ablation outputs keyed by keep-mask, optionally persisted as ``.npz``.
+    """Per-example memo of ablated log-probs (every response token) keyed by keep-mask, optionally persisted
+    as ``.npz``; it answers with the outputs of ``target``, so one set of passes serves every target.
 
-    Stored outputs are only reused for the same response text: a different model or prompt invalidates them.
+    Stored log-probs are only reused for the same response text and ablation method: a different model or
+    prompt invalidates them.
     """
 
-    def __init__(self, job: AttributionJob, path: Path | None = None):
+    def __init__(self, job: AttributionJob, path: Path | None = None, target: str = DEFAULT_TARGET,
+                 method: str = DEFAULT_METHOD):
         self.job = job
         self.path = path
-        self._outputs: dict[bytes, np.ndarray] = {}
+        self.target = check_choice(target, TARGETS, "target")
+        self.method = check_choice(method, METHODS, "ablation method")
+        self._logprobs: dict[bytes, np.ndarray] = {}
         self.passes, self.seconds = 0, 0.0
         if path is not None and path.is_file():
             with np.load(path, allow_pickle=False) as data:
-                if str(data["response"]) == job.response:
-                    self._outputs = {m.tobytes(): o for m, o in zip(data["masks"], data["outputs"])}
+                if "logprobs" in data and str(data["response"]) == job.response and str(data["method"]) == method:
+                    self._logprobs = {m.tobytes(): o for m, o in zip(data["masks"], data["logprobs"])}
 
-    def __call__(self, masks: np.ndarray) -> np.ndarray:
-        """``[n_masks, targets]`` outputs; only masks not seen before run the model."""
+    def logprobs(self, masks: np.ndarray) -> np.ndarray:
+        """``[n_masks, response tokens]``; only masks not seen before run the model."""
         masks = np.asarray(masks, dtype=bool)
-        missing = list({m.tobytes(): m for m in masks if m.tobytes() not in self._outputs}.values())
+        missing = list({m.tobytes(): m for m in masks if m.tobytes() not in self._logprobs}.values())
         if missing:
             start = time.perf_counter()
-            fresh = ablation_outputs(self.job, np.stack(missing))
+            fresh = ablation_logprobs(self.job, np.stack(missing), method=self.method).numpy()
             self.passes, self.seconds = self.passes + len(missing), self.seconds + time.perf_counter() - start
-            self._outputs.update({m.tobytes(): o for m, o in zip(missing, fresh)})
+            self._logprobs.update({m.tobytes(): o for m, o in zip(missing, fresh)})
             self._save()
-        return np.stack([self._outputs[m.tobytes()] for m in masks])
+        return np.stack([self._logprobs[m.tobytes()] for m in masks])
+
+    def __call__(self, masks: np.ndarray, target: str | None = None) -> np.ndarray:
+        """``[n_masks, targets]`` outputs of ``target`` (default: this cache's)."""
+        logprobs = torch.from_numpy(self.logprobs(masks))
+        return span_outputs(logprobs, target_spans(self.job), target or self.target).numpy()
 
     def _save(self) -> None:
         if self.path is None:
             return
         n = self.job.num_units
-        masks = np.stack([np.frombuffer(k, dtype=bool, count=n) for k in self._outputs])
+        masks = np.stack([np.frombuffer(k, dtype=bool, count=n) for k in self._logprobs])
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, masks=masks, outputs=np.stack(list(self._outputs.values())), response=np.array(self.job.response))
+        np.savez(tmp, masks=masks, logprobs=np.stack(list(self._logprobs.values())),
+                 response=np.array(self.job.response), method=np.array(self.method))
         tmp.rename(self.path)
 
 
@@ -101,17 +114,22 @@ def evaluate_example(
     example_dir: Path | None = None,
     level: str = "passage",
     responses: str = "generated",
+    target: str = DEFAULT_TARGET,
+    method: str = DEFAULT_METHOD,
 ) -> dict[str, dict]:
     """One record per scorer: LDS, top-k drop, scoring seconds, mean gold rank (cached under ``example_dir``).
 
     ``level``: attribute to passages or to the sentences inside them; ``responses``: the model's own answer
-    ('generated') or the gold answer as a sentence ('gold', teacher-forced). ESM scorers share the example's
-    ablation cache (ESM-32's masks are the first of ESM-128's); their seconds are their passes times the
-    measured seconds per ablated pass."""
+    ('generated') or the gold answer as a sentence ('gold', teacher-forced); ``target`` and ``method``: what
+    the ground truth measures and how it ablates (``ablation.TARGETS``, ``ablation.METHODS``); ESM fits the
+    same. The LDS of every target is recorded too (``lds_by_target``, the same passes). ESM scorers share the
+    example's ablation cache (ESM-32's masks are the first of ESM-128's); their seconds are their passes
+    times the measured seconds per ablated pass."""
     records: dict[str, dict] = {}
     todo = []
+    suffix = "" if (target, method) == (DEFAULT_TARGET, DEFAULT_METHOD) else f".{target}.{method}"
     for scorer in scorers:
-        path = example_dir / f"{scorer_key(scorer)}.json" if example_dir else None
+        path = example_dir / f"{scorer_key(scorer)}{suffix}.json" if example_dir else None
         if path is not None and path.is_file():
             records[scorer.name] = json.loads(path.read_text())
         else:
@@ -124,7 +142,8 @@ def evaluate_example(
                       key=("attention-weight", "value-norm", "output-norm").index)
     response = example.answer_sentence if responses == "gold" else None
     job = attributor.jobs([example.question], [example.sources], [response], families=families)[0].at_level(level)
-    ablate = AblationCache(job, example_dir / "ablations.npz" if example_dir else None)
+    cache_name = "ablations.npz" if method == DEFAULT_METHOD else f"ablations.{method}.npz"
+    ablate = AblationCache(job, example_dir / cache_name if example_dir else None, target, method)
     masks = random_masks(job.num_units, n_lds_masks, 0.5, seed=10_000 + index)
     outputs = ablate(masks)
     for scorer, path in todo:
@@ -140,7 +159,10 @@ def evaluate_example(
             "scorer": scorer.name,
             "key": scorer_key(scorer),
             "response": job.response,
+            "target": target,
+            "method": method,
             "lds": lds(job, scores, masks, outputs),
+            "lds_by_target": {t: lds(job, scores, masks, ablate(masks, t)) for t in TARGETS},
             "top_k_drop": {str(k): v for k, v in top_k_drop(job, scores, ks, ablate=ablate).items()},
             "seconds": elapsed,
             "gold_rank": mean_gold_rank(scores.mean(0), _gold_units(job, example)),
@@ -165,6 +187,8 @@ def evaluate_scorers(
     num_shards: int = 1,
     level: str = "passage",
     responses: str = "generated",
+    target: str = DEFAULT_TARGET,
+    method: str = DEFAULT_METHOD,
 ) -> dict:
     """LDS, top-k drop, seconds per example and gold-passage rank for each scorer,
     averaged over this shard's examples, with 95% bootstrap intervals over examples."""
@@ -179,7 +203,7 @@ def evaluate_scorers(
     for i, ex in tqdm(mine, desc=f"evaluate shard {shard}/{num_shards}", disable=not progress):
         example_dir = work / f"{i:05d}-{ex.id}" if work is not None else None
         per_example.append(evaluate_example(attributor, ex, i, scorers, n_lds_masks, ks, example_dir, level,
-                                            responses))
+                                            responses, target, method))
     summary = {}
     for scorer in scorers:
         rows = [records[scorer.name] for records in per_example]
@@ -187,6 +211,7 @@ def evaluate_scorers(
         summary[scorer.name] = {
             "lds": float(np.mean(lds_values)),
             "lds_ci95": bootstrap_ci(lds_values),
+            "lds_by_target": {t: float(np.mean([r["lds_by_target"][t] for r in rows])) for t in TARGETS},
             "top_k_drop": {str(k): float(np.mean([r["top_k_drop"][str(k)] for r in rows])) for k in ks},
             "top_k_drop_ci95": {str(k): bootstrap_ci([r["top_k_drop"][str(k)] for r in rows]) for k in ks},
             "seconds_per_example": float(np.mean([r["seconds"] for r in rows])),
@@ -200,6 +225,8 @@ def evaluate_scorers(
         "n_lds_masks": n_lds_masks,
         "level": level,
         "responses": responses,
+        "target": target,
+        "method": method,
         "mean_units": mean_units,
         "shard": shard,
         "num_shards": num_shards,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..ablation import ablation_outputs
+from ..ablation import DEFAULT_TARGET, ablation_outputs
 from ..features import AttributionJob
 
 
@@ -25,21 +25,21 @@ def top_k_masks(scores: np.ndarray, ks=(1, 2, 3)) -> np.ndarray:
 
 
 def top_k_drop(job: AttributionJob, scores: np.ndarray, ks=(1, 2, 3), batch_size: int | None = None,
-               ablate: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[int, float]:
-    """Drop in the response's output (mean over targets) when the k highest-scored sources are removed.
-
-    ``ablate`` maps masks to ``[masks, targets]`` outputs (e.g. a cache shared by several scorers)."""
-    ablate = ablate or (lambda masks: ablation_outputs(job, masks, batch_size))
+               ablate: Callable[[np.ndarray], np.ndarray] | None = None,
+               target: str = DEFAULT_TARGET) -> dict[int, float]:
+    """Drop in the response's output (``target``, mean over targets) when the k highest-scored sources are
+    removed. ``ablate`` maps masks to ``[masks, targets]`` outputs (e.g. a cache shared by several scorers)."""
+    ablate = ablate or (lambda masks: ablation_outputs(job, masks, batch_size, target))
     outputs = ablate(top_k_masks(scores, ks)).mean(1)
     return {k: float(outputs[0] - outputs[row]) for row, k in enumerate(ks, start=1)}
 
 
 def lds(job: AttributionJob, scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray | None = None,
-        batch_size: int | None = None) -> float:
+        batch_size: int | None = None, target: str = DEFAULT_TARGET) -> float:
     """Linear datamodeling score: Spearman correlation, over random ablation masks, between the predicted
-    output (sum of kept sources' scores) and the actual output, averaged over targets."""
+    output (sum of kept sources' scores) and the actual output (``target``), averaged over targets."""
     if outputs is None:
-        outputs = ablation_outputs(job, masks, batch_size)
+        outputs = ablation_outputs(job, masks, batch_size, target)
     correlations = []
     for t in range(len(job.targets)):
         predicted = masks.astype(float) @ scores[t]
