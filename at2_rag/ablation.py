@@ -9,8 +9,23 @@ from .features import AttributionJob
 from .prompts import build_prompt
 
 
-def random_masks(n_sources: int, n_masks: int, keep_prob: float = 0.5, seed: int = 0) -> np.ndarray:
-    """``[n_masks, n_sources]`` boolean keep-masks, deterministic given the seed."""
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {choices}, not {value!r}")
+    return value
+
+
+MASK_STREAMS = ("at2-rag", "contextcite")
+
+
+def random_masks(n_sources: int, n_masks: int, keep_prob: float = 0.5, seed: int = 0,
+                 stream: str = "at2-rag") -> np.ndarray:
+    """``[n_masks, n_sources]`` boolean keep-masks, deterministic given the seed. ``stream='contextcite'``
+    draws exactly ContextCite's (and the AT2 trainer's) masks: mask ``i`` from ``RandomState(seed + i)``."""
+    if check_choice(stream, MASK_STREAMS, "mask stream") == "contextcite":
+        return np.stack([np.random.RandomState(seed + i).choice([False, True], size=n_sources,
+                                                                 p=[1 - keep_prob, keep_prob])
+                         for i in range(n_masks)]) if n_masks else np.zeros((0, n_sources), dtype=bool)
     rng = np.random.default_rng(seed)
     return rng.random((n_masks, n_sources)) < keep_prob
 
@@ -26,12 +41,6 @@ METHODS = ("remove", "mask")
 """How a source is ablated: ``remove`` cuts its text out of the prompt (later tokens shift left); ``mask``
 keeps every token in place and hides the source's tokens from attention (the AT2 trainer's default)."""
 DEFAULT_METHOD = "remove"
-
-
-def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
-        raise ValueError(f"{what} must be one of {choices}, not {value!r}")
-    return value
 
 
 def target_values(logprobs: torch.Tensor, target: str = DEFAULT_TARGET) -> torch.Tensor:

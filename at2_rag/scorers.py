@@ -85,12 +85,15 @@ class ESMScorer:
 
     Masks come from one seeded stream, so ESM-32's masks are the first 32 of ESM-128's: with a shared
     ``ablate`` cache (see ``eval.attribution.AblationCache``) the larger budgets reuse the smaller ones' passes.
+    ``mask_stream='contextcite'`` draws ContextCite's own masks for the seed; with ``target`` the paper's and
+    ``method='mask'`` it is ContextCite's estimator (its scores are these times the target's token count).
     """
 
     families: tuple[str, ...] = ()
 
     def __init__(self, n_ablations: int = 32, keep_prob: float = 0.5, alpha: float = 0.01, seed: int = 0,
-                 batch_size: int | None = None, target: str = DEFAULT_TARGET, method: str = DEFAULT_METHOD):
+                 batch_size: int | None = None, target: str = DEFAULT_TARGET, method: str = DEFAULT_METHOD,
+                 mask_stream: str = "at2-rag"):
         self.n_ablations = n_ablations
         self.keep_prob = keep_prob
         self.alpha = alpha
@@ -98,6 +101,7 @@ class ESMScorer:
         self.batch_size = batch_size
         self.target = check_choice(target, TARGETS, "target")
         self.method = check_choice(method, METHODS, "ablation method")
+        self.mask_stream = mask_stream
         self.name = f"esm-{n_ablations}"
 
     def score(self, job: AttributionJob, ablate=None) -> np.ndarray:
@@ -105,7 +109,7 @@ class ESMScorer:
         method itself when given."""
         from .ablation import ablation_outputs, random_masks
 
-        masks = random_masks(job.num_units, self.n_ablations, self.keep_prob, self.seed)
+        masks = random_masks(job.num_units, self.n_ablations, self.keep_prob, self.seed, self.mask_stream)
         outputs = ablate(masks) if ablate is not None else ablation_outputs(
             job, masks, batch_size=self.batch_size, target=self.target, method=self.method)
         return lasso_surrogate(masks, outputs, self.alpha)

@@ -123,3 +123,9 @@ def test_mask_ablation_equals_the_reference_forward(tiny_lm, job):
         reference = ref_tasks.compute_logit_probs(logits[:, start - 1 : start + n - 1], ids[:, start:])[0]
         logp = row.double().clamp(max=-1e-7)
         assert torch.allclose((logp - torch.log(-torch.expm1(logp))).float(), reference, atol=1e-4)
+
+
+def test_contextcite_mask_stream(job):
+    ours = random_masks(job.num_units, 32, 0.5, seed=7, stream="contextcite")
+    assert np.array_equal(ours, ref_tasks.create_masks(32, job.num_units, 0.5, 7))
+    assert not np.array_equal(ours, random_masks(job.num_units, 32, 0.5, seed=7))
