@@ -216,7 +216,9 @@ def from_at2_checkpoint(path: str | Path, fingerprint: dict, source: str | None 
     metadata = CoefficientMetadata(
         model_id=fingerprint["model_id"], model_type=fingerprint["model_type"], num_layers=fingerprint["num_layers"],
         num_heads=fingerprint["num_heads"], source_kind=source_kind, training_data=source or str(path),
-        notes="converted from a published AT2 score estimator (MadryLab/AT2 format)",
+        target=extras.get("target", "response-log-odds"), ablation=extras.get("ablation", "mask"),
+        notes="converted from a published AT2 score estimator (MadryLab/AT2 format; target and ablation: the "
+              "file's, else the reference trainer's)",
     )
     return Coefficients(theta=weight.detach().float().flatten(), metadata=metadata)
 
@@ -236,8 +238,8 @@ def to_at2_checkpoint(coefficients: Coefficients, path: str | Path) -> None:
                                       "kwargs": {"num_layers": meta.num_layers, "num_heads": meta.num_heads,
                                                  "model_type": meta.model_type}},
                 "kwargs": {"normalize": True, "non_negative": False, "bias": False},
-                "extras": {"source_kind": meta.source_kind, "model_id": meta.model_id,
-                           "exported_by": "at2-rag export-coefficients"}}, str(path))
+                "extras": {"source_kind": meta.source_kind, "model_id": meta.model_id, "target": meta.target,
+                           "ablation": meta.ablation, "exported_by": "at2-rag export-coefficients"}}, str(path))
 
 
 def from_hub(repo_id: str, fingerprint: dict, filename: str = "score_estimator.pt",

@@ -65,6 +65,8 @@ def test_our_file_scores_the_same_in_the_reference(tiny_lm, job, reference_weigh
     coefficients = _coefficients(tiny_lm)
     path = tmp_path / "score_estimator.pt"
     to_at2_checkpoint(coefficients, path)
+    back = from_at2_checkpoint(path, tiny_lm.fingerprint).metadata
+    assert (back.source_kind, back.target, back.ablation) == ("passage", "token-log-odds", "remove")
     estimator = ref_estimators.LinearScoreEstimator.load(Path(path))
     features = reference_weights.permute(2, 3, 0, 1).flatten(2)  # [T, tokens, L*H], as its feature extractor
     with torch.no_grad():
@@ -83,7 +85,8 @@ def test_a_reference_file_reads_back(tiny_lm, tmp_path):
     estimator.save(tmp_path / "plain.pt")
     coefficients = from_at2_checkpoint(tmp_path / "plain.pt", tiny_lm.fingerprint)
     assert torch.equal(coefficients.theta, estimator.linear.weight.data[0])
-    assert coefficients.metadata.source_kind == "sentence"  # the reference trainer's default
+    assert coefficients.metadata.source_kind == "sentence"  # the reference trainer's defaults
+    assert (coefficients.metadata.target, coefficients.metadata.ablation) == ("response-log-odds", "mask")
     biased = ref_estimators.LinearScoreEstimator(extractor, bias=True)
     biased.linear.bias.data[:] = 1e-4
     biased.save(tmp_path / "biased.pt")
