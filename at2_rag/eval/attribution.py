@@ -130,9 +130,10 @@ def evaluate_example(
     suffix = "" if (target, method) == (DEFAULT_TARGET, DEFAULT_METHOD) else f".{target}.{method}"
     for scorer in scorers:
         path = example_dir / f"{scorer_key(scorer)}{suffix}.json" if example_dir else None
-        if path is not None and path.is_file():
-            records[scorer.name] = json.loads(path.read_text())
-        else:
+        stored = json.loads(path.read_text()) if path is not None and path.is_file() else None
+        if stored is not None and (stored.get("target"), stored.get("method")) == (target, method):
+            records[scorer.name] = stored
+        else:  # none yet, or written before records said their target (those measured token-log-odds)
             todo.append((scorer, path))
     if not todo:
         return records
