@@ -113,9 +113,9 @@ def collect_examples(
         if path.exists():
             with np.load(path, allow_pickle=False) as stored:
                 item = dict(stored)
-            if str(item.get("method", DEFAULT_METHOD)) != method:
-                raise InvalidInputError(f"{path} was ablated by {str(item.get('method', DEFAULT_METHOD))!r}, not "
-                                        f"{method!r}; use another work directory")
+            if _method_of(item) != method:
+                raise InvalidInputError(f"{path} was ablated by {_method_of(item)!r}, not {method!r}; use another "
+                                        "work directory")
             if not set(families) <= set(_captured(item)) or "target_spans" not in item:
                 item.update(_features(lm, ex, str(item["response"]), source_kind, families, template,
                                       item["token_logprobs"].shape[1]))
@@ -235,7 +235,7 @@ def export_ablations(paths: Iterable[str | Path], out: str | Path) -> Path:
                 record = {"file": p.name, "response": str(item["response"]),
                           "masks": ["".join("1" if k else "0" for k in m) for m in item["masks"]],
                           "outputs": item["outputs"].tolist(), "token_logprobs": item["token_logprobs"].tolist(),
-                          "method": str(item["method"]) if "method" in item else DEFAULT_METHOD}
+                          "method": _method_of(item)}
                 if "context" in item:
                     record.update(context=str(item["context"]), base_row=int(item["base_row"]),
                                   recipe=item["recipe"].tolist(), response_kind=str(item["response_kind"]))
@@ -347,10 +347,14 @@ def _item(path: str | Path, families: tuple[str, ...], chunk_tokens: int | None,
     return item
 
 
-def ablation_method(path: str | Path) -> str:
+def _method_of(item) -> str:
     """How a collected file's sources were ablated (files from before the option: removal)."""
+    return str(item["method"]) if "method" in item else DEFAULT_METHOD
+
+
+def ablation_method(path: str | Path) -> str:
     with np.load(path, allow_pickle=False) as item:
-        return str(item["method"]) if "method" in item else DEFAULT_METHOD
+        return _method_of(item)
 
 
 def _pearson(pred: torch.Tensor, actual: torch.Tensor) -> torch.Tensor:
