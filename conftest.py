@@ -103,12 +103,12 @@ def kykuit():
     """A small three-passage question with a two-sentence answer (capture tests share it)."""
     from types import SimpleNamespace
 
-    from at2_rag.sources import to_sources
+    from at2_rag.passages import to_passages
 
     return SimpleNamespace(
         query="How many rooms does the Rockefeller house above Pocantico Hills have?",
         response="Kykuit has 40 rooms. It was built for John D. Rockefeller.",
-        sources=to_sources([
+        passages=to_passages([
             ("Kykuit", "Kykuit is a 40-room historic house museum in Pocantico Hills, New York. It was built for "
              "John D. Rockefeller."),
             ("Union Church", "Union Church of Pocantico Hills is a historic church below the Kykuit estate."),

@@ -1,4 +1,4 @@
-"""Ablations: the response's log-probability with some sources removed from the prompt text (batched)."""
+"""Ablations: the response's log-probability with some passages removed from the prompt text (batched)."""
 
 from __future__ import annotations
 
@@ -18,45 +18,45 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
 MASK_STREAMS = ("at2-rag", "contextcite")
 
 
-def random_masks(n_sources: int, n_masks: int, keep_prob: float = 0.5, seed: int = 0,
+def random_masks(n_passages: int, n_masks: int, keep_prob: float = 0.5, seed: int = 0,
                  stream: str = "at2-rag") -> np.ndarray:
-    """``[n_masks, n_sources]`` boolean keep-masks, deterministic given the seed. ``stream='contextcite'``
+    """``[n_masks, n_passages]`` boolean keep-masks, deterministic given the seed. ``stream='contextcite'``
     draws exactly ContextCite's (and the AT2 trainer's) masks: mask ``i`` from ``RandomState(seed + i)``."""
     if check_choice(stream, MASK_STREAMS, "mask stream") == "contextcite":
-        return np.stack([np.random.RandomState(seed + i).choice([False, True], size=n_sources,
+        return np.stack([np.random.RandomState(seed + i).choice([False, True], size=n_passages,
                                                                  p=[1 - keep_prob, keep_prob])
-                         for i in range(n_masks)]) if n_masks else np.zeros((0, n_sources), dtype=bool)
+                         for i in range(n_masks)]) if n_masks else np.zeros((0, n_passages), dtype=bool)
     rng = np.random.default_rng(seed)
-    return rng.random((n_masks, n_sources)) < keep_prob
+    return rng.random((n_masks, n_passages)) < keep_prob
 
 
-TARGETS = ("response-log-odds", "token-log-odds")
+OBJECTIVES = ("response-log-odds", "token-log-odds")
 """What an ablation changes, per target (a response sentence): ``response-log-odds`` is the paper's and
 ContextCite's, ``log(P / (1 - P))`` of the target's whole probability ``P`` (the product of its tokens'),
 divided by its token count; ``token-log-odds`` the mean over its tokens of ``log(p / (1 - p))`` (what at2-rag
 used before; ContextCite's ``total_token_logit_prob`` output). Scores fit to the two differ in scale and,
-under the same LASSO penalty, in which sources they zero."""
-DEFAULT_TARGET = "response-log-odds"
+under the same LASSO penalty, in which passages they zero."""
+DEFAULT_OBJECTIVE = "response-log-odds"
 METHODS = ("remove", "mask")
 """How a source is ablated: ``remove`` cuts its text out of the prompt (later tokens shift left); ``mask``
 keeps every token in place and hides the source's tokens from attention (the AT2 trainer's default)."""
 DEFAULT_METHOD = "remove"
 
 
-def target_values(logprobs: torch.Tensor, target: str = DEFAULT_TARGET) -> torch.Tensor:
-    """``[..., tokens]`` log-probs of one target's tokens -> ``[...]`` values of ``target`` (see ``TARGETS``),
+def target_values(logprobs: torch.Tensor, objective: str = DEFAULT_OBJECTIVE) -> torch.Tensor:
+    """``[..., tokens]`` log-probs of one target's tokens -> ``[...]`` values of ``target`` (see ``OBJECTIVES``),
     computed stably from log p."""
-    check_choice(target, TARGETS, "target")
-    if target == "response-log-odds":
+    check_choice(objective, OBJECTIVES, "objective")
+    if objective == "response-log-odds":
         total = logprobs.sum(-1).clamp(max=-1e-7)
         return (total - torch.log(-torch.expm1(total))) / logprobs.shape[-1]
     logprobs = logprobs.clamp(max=-1e-7)
     return (logprobs - torch.log(-torch.expm1(logprobs))).mean(-1)
 
 
-def span_outputs(logprobs: torch.Tensor, spans, target: str = DEFAULT_TARGET) -> torch.Tensor:
+def span_outputs(logprobs: torch.Tensor, spans, objective: str = DEFAULT_OBJECTIVE) -> torch.Tensor:
     """``[n_masks, tokens]`` -> ``[n_masks, len(spans)]``: ``target`` of each ``(token_start, token_end)``."""
-    return torch.stack([target_values(logprobs[:, a:b], target) for a, b in spans], dim=1)
+    return torch.stack([target_values(logprobs[:, a:b], objective) for a, b in spans], dim=1)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -70,9 +70,9 @@ def ablated_prompt(job: AttributionJob, mask: np.ndarray) -> list[int]:
     kept = np.flatnonzero(mask).tolist()
     tokenizer = job.lm.tokenizer
     if job.level == "sentence":
-        layout = build_prompt(tokenizer, job.query, job.sources, template=job.template, keep_sentences=set(kept))
+        layout = build_prompt(tokenizer, job.query, job.passages, template=job.template, keep_sentences=set(kept))
         return layout.input_ids
-    return build_prompt(tokenizer, job.query, job.sources, keep=kept, template=job.template).input_ids
+    return build_prompt(tokenizer, job.query, job.passages, keep=kept, template=job.template).input_ids
 
 
 def hidden_spans(job: AttributionJob, mask: np.ndarray) -> list[tuple[int, int]]:
@@ -131,12 +131,12 @@ def shared_prompt_logprobs(lm, prompt: list[int], responses: list[list[int]]) ->
 
 
 def ablation_logprobs_shared(jobs: list[AttributionJob], masks: np.ndarray) -> list[torch.Tensor]:
-    """``[n_masks, tokens]`` per job, for jobs that share one prompt (same query, sources, level) and differ
+    """``[n_masks, tokens]`` per job, for jobs that share one prompt (same query, passages, level) and differ
     only in the response: each ablated prompt is read once for all of them (``shared_prompt_logprobs``)."""
     first = jobs[0]
     for job in jobs[1:]:
         if job.query != first.query or job.level != first.level or job.num_units != first.num_units:
-            raise ValueError("jobs sharing ablations must share query, sources and level")
+            raise ValueError("jobs sharing ablations must share query, passages and level")
     out = [torch.zeros(len(masks), len(job.response_ids)) for job in jobs]
     for m, mask in enumerate(masks):
         rows = shared_prompt_logprobs(first.lm, ablated_prompt(first, mask), [list(j.response_ids) for j in jobs])
@@ -150,6 +150,6 @@ def target_spans(job: AttributionJob) -> list[tuple[int, int]]:
 
 
 def ablation_outputs(job: AttributionJob, masks: np.ndarray, batch_size: int | None = None,
-                     target: str = DEFAULT_TARGET, method: str = DEFAULT_METHOD) -> np.ndarray:
+                     objective: str = DEFAULT_OBJECTIVE, method: str = DEFAULT_METHOD) -> np.ndarray:
     """``[n_masks, targets]``: each target's ``target`` value under each ablation."""
-    return span_outputs(ablation_logprobs(job, masks, batch_size, method), target_spans(job), target).numpy()
+    return span_outputs(ablation_logprobs(job, masks, batch_size, method), target_spans(job), objective).numpy()

@@ -1,46 +1,44 @@
-"""AT2Attributor: the one object users hold. Loads a model and its scorers; attributes, prunes and cites."""
+"""AT2Attributor: the one object users hold. Loads a model and its shipped files; attributes, prunes, compresses
+and cites an answer from one pass. The per-item steps live in ``pipeline.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from . import cite as cite_policy
-from . import prune as prune_policy
-from .attention import FAMILIES
 from .coefficients import Coefficients, resolve, shipped_path
-from .detector import ContextVocabulary, SupportDetector, feature_row
+from .compress import KeepRule
+from .deprecation import renamed
 from .errors import InvalidInputError
-from .evidence import Calibration, Embedder, components
-from .features import AttributionJob, collect
+from .evidence import Calibration, Embedder
 from .lm import LanguageModel, load_model
-from .prompts import PromptTemplate, build_prompt
-from .results import Attribution, CitedResponse, PruneResult, SourceSentence, TargetScores
+from .passages import PassageLike
+from .pipeline import DRAFTERS, Pipeline
+from .prompts import PromptTemplate
+from .results import Attribution, CitedResponse, CompressedContext, PruneResult
 from .scorers import AT2Scorer, AverageAttentionScorer, Scorer
-from .signals import no_context_logprobs, sentence_signals
-from .sources import SourceLike, to_sources
-from .targets import span_target
-from .validation import check_batch, check_cite, check_float, check_int, check_list, check_prune, check_text
+from .support import SupportDetector
+from .validation import check_cite, check_int, check_prune
 
 logger = logging.getLogger(__name__)
 
-DRAFTERS = ("llm", "attributor")
+_OPTIONS = {"max_new_tokens", "truncate", "evidence_model", "embed", "template", "strictness"}
+_shared: dict[tuple, AT2Attributor] = {}
+_shared_lock = threading.Lock()
 
 
-def _load_coefficients(lm: LanguageModel, spec, kind: str, allow_other_model: bool) -> Scorer:
-    """AT2 scorer from ``spec`` (or the shipped file for ``kind``); average attention when none ships."""
+def _load_coefficients(lm: LanguageModel, spec, level: str, allow_other_model: bool) -> Scorer:
+    """AT2 scorer from ``spec`` (or the shipped file for ``level``); average attention when none ships."""
     if spec is None:
-        spec = shipped_path(lm.model_id, kind)
+        spec = shipped_path(lm.model_id, level)
         if spec is None:
-            logger.warning("no %s-level AT2 coefficients ship for %s; scoring with average attention",
-                           kind, lm.model_id)
+            logger.warning("no %s-level AT2 coefficients ship for %s; scoring with average attention", level,
+                           lm.model_id)
             return AverageAttentionScorer()
     coefficients = spec if isinstance(spec, Coefficients) else resolve(spec, lm.fingerprint)
     coefficients.check(lm.fingerprint, allow_other_model=allow_other_model)
@@ -52,35 +50,38 @@ def _digest(scorer: Scorer) -> str | None:
     return coefficients.digest if coefficients is not None else None
 
 
-class AT2Attributor:
-    """Attribute a response to its context sources with a model's own attention (AT2)."""
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Hide transformers' progress bars (GGUF de-quantisation, weight loading) unless ``verbose``."""
+    from transformers.utils import logging as hf_logging
 
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not verbose:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class AT2Attributor:
+    """Attribute an answer to its context passages with a model's own attention (AT2), from one pass."""
+
+    @renamed(evidence="evidence_model")
     def __init__(self, lm: LanguageModel, scorer: Scorer, sentence_scorer: Scorer | None = None,
                  template: PromptTemplate | None = None, max_new_tokens: int = 64, truncate: bool = False,
-                 calibration: Calibration | None = None, evidence: str | None = None, embed: Embedder | None = None,
-                 detector: SupportDetector | None = None, strictness: str | None = None):
+                 calibration: Calibration | None = None, evidence_model: str | None = None,
+                 embed: Embedder | None = None, detector: SupportDetector | None = None,
+                 strictness: str | None = None, keep_rule: KeepRule | None = None):
         check_int(max_new_tokens, "max_new_tokens", allow_none=False)
         if not isinstance(truncate, bool):
             raise InvalidInputError(f"truncate must be a bool, not {truncate!r}")
-        self.lm = lm
-        self.scorer = scorer
-        self.sentence_scorer = sentence_scorer or AverageAttentionScorer()
-        self.template = template or PromptTemplate()
-        self.max_new_tokens = max_new_tokens
-        self.truncate = truncate
-        self.calibration = calibration
-        self.embed = embed
-        self.evidence = self._choose_evidence(evidence)
-        if detector is not None:
-            detector.check(lm.fingerprint)
-            detector.threshold(strictness)
-        elif strictness is not None:
-            raise InvalidInputError("strictness needs a support detector; none is loaded for this model")
-        self.detector = detector
-        self.strictness = strictness
-        self._lock = threading.Lock()
+        self.pipeline = Pipeline(lm, scorer, sentence_scorer, template, max_new_tokens, truncate, calibration,
+                                 evidence_model, embed, detector, strictness, keep_rule)
 
     @classmethod
+    @renamed(evidence="evidence_model")
     def from_pretrained(
         cls,
         model: str | os.PathLike | None = None,
@@ -91,24 +92,32 @@ class AT2Attributor:
         allow_other_model: bool = False,
         calibration: str | os.PathLike | Calibration | None = None,
         detector: str | os.PathLike | SupportDetector | bool | None = None,
+        keep_rule: str | os.PathLike | KeepRule | bool | None = None,
+        precision: str | None = None,
+        verbose: bool = False,
         **kwargs,
     ) -> AT2Attributor:
-        """Load ``model`` (None: the bundled SmolLM2-135M-Instruct), its AT2 coefficients and calibration.
+        """Load ``model`` (None: the bundled SmolLM2-135M-Instruct), its AT2 coefficients and shipped files.
 
         ``coefficients`` (passage level) and ``sentence_coefficients``: a coefficient file (.safetensors), a
         published AT2 estimator (.pt, or its hub repo id such as ``madrylab/at2-phi-4-mini-instruct``) or a
         ``Coefficients`` object; by default the files shipped for this model, and average attention (with a
-        warning) when there are none. ``calibration``: evidence models and fusion weights (``at2-rag
+        warning) when there are none. ``calibration``: evidence models and fusion weights (``at2-rag lab
         calibrate``); by default the shipped file when it was fit with these coefficients. ``detector``: the
-        support detector (``at2-rag fit-detector``) that decides ``supported``; by default the shipped file for
-        this model, ``False`` for none. Other keyword arguments go to the constructor (``max_new_tokens``,
-        ``truncate``, ``evidence``, ``embed``, ``template``, ``strictness``).
+        support detector that decides ``supported``; ``keep_rule``: what ``budget="auto"`` and
+        ``threshold="auto"`` read; for both, by default the shipped file, ``False`` for none. ``precision``: the
+        pass's number format on CPU ('auto', 'float32', 'bfloat16', 'int8'). ``verbose``: show loading
+        progress. Other keyword arguments go to the constructor (``max_new_tokens``, ``truncate``,
+        ``evidence_model``, ``embed``, ``template``, ``strictness``).
         Raises ``ModelLoadError``, ``CoefficientMismatchError`` or ``InvalidInputError`` on bad input.
         """
-        unknown = set(kwargs) - {"max_new_tokens", "truncate", "evidence", "embed", "template", "strictness"}
+        unknown = set(kwargs) - _OPTIONS
         if unknown:
             raise InvalidInputError(f"unknown argument(s) {sorted(unknown)} for AT2Attributor.from_pretrained")
-        lm = load_model(model, device, dtype)
+        if not isinstance(verbose, bool):
+            raise InvalidInputError(f"verbose must be a bool, not {verbose!r}")
+        with _quiet(verbose):
+            lm = load_model(model, device, dtype, **({} if precision is None else {"precision": precision}))
         scorer = _load_coefficients(lm, coefficients, "passage", allow_other_model)
         sentence_scorer = _load_coefficients(lm, sentence_coefficients, "sentence", allow_other_model)
         if calibration is None:
@@ -120,255 +129,144 @@ class AT2Attributor:
                 calibration = None
         elif not isinstance(calibration, Calibration):
             calibration = Calibration.model_validate(json.loads(Path(calibration).read_text()))
-        if detector is None or detector is True:
-            shipped = shipped_path(lm.model_id, "detector")
-            detector = SupportDetector.load(shipped) if shipped else None
-            if detector is None:
-                logger.warning("no support detector ships for %s; 'supported' uses the evidence threshold", lm.model_id)
-        elif detector is False:
-            detector = None
-        elif not isinstance(detector, SupportDetector):
-            detector = SupportDetector.load(detector)
-        return cls(lm, scorer, sentence_scorer, calibration=calibration, detector=detector, **kwargs)
+        detector = _shipped_or_given(detector, lm, "detector", SupportDetector.load)
+        keep_rule = _shipped_or_given(keep_rule, lm, "keep-rule", KeepRule.load)
+        return cls(lm, scorer, sentence_scorer, calibration=calibration, detector=detector, keep_rule=keep_rule,
+                   **kwargs)
 
-    def _choose_evidence(self, evidence: str | None) -> str:
-        """The evidence model behind citations: the calibration's default unless named; 'raw' without one."""
-        if self.calibration is None:
-            if evidence not in (None, "raw"):
-                raise InvalidInputError(f"evidence {evidence!r} needs a calibration; none is loaded (use 'raw')")
-            return "raw"
-        name = evidence or self.calibration.default_evidence
-        if name == "raw":
-            return name
-        if name not in self.calibration.evidence:
-            raise InvalidInputError(
-                f"evidence must be 'raw' or one of {sorted(self.calibration.evidence)}, not {name!r}")
-        if self.calibration.evidence[name].needs_embedding and self.embed is None:
-            if evidence is not None:
-                raise InvalidInputError(f"evidence {name!r} needs an embedder: pass embed=...")
-            name = "hybrid"
-        return name
+    @classmethod
+    def shared(cls, **kwargs) -> AT2Attributor:
+        """One attributor per (model, coefficients, device, dtype, precision) in this process, built on first use
+        with ``from_pretrained(**kwargs)``: what framework components use unless given ``attributor=``, so a
+        pipeline loads the model once. Safe across threads (model calls are serialised per attributor)."""
+        key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
+        with _shared_lock:
+            if key not in _shared:
+                _shared[key] = cls.from_pretrained(**kwargs)
+            return _shared[key]
 
-    def _evidence_name(self, evidence: str | None) -> str:
-        return self._choose_evidence(evidence) if evidence is not None else self.evidence
+    # ---- what the attributor is made of (read-only views of its pipeline) -----------------------------------
 
     @property
-    def families(self) -> tuple[str, ...]:
-        """Feature families the passage and sentence scorers read (captured together in one pass)."""
-        needed = set(getattr(self.scorer, "families", ())) | set(getattr(self.sentence_scorer, "families", ()))
-        return tuple(f for f in FAMILIES if f in needed or f == "attention-weight")
+    def lm(self) -> LanguageModel:
+        return self.pipeline.lm
 
-    def jobs(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
-             responses: Sequence[str | None] | None = None,
-             families: Sequence[str] | None = None) -> list[AttributionJob]:
-        """Generate or teacher-force and capture features for a batch (the shared first step of every method).
+    @property
+    def scorer(self) -> Scorer:
+        return self.pipeline.scorer
 
-        ``families``: feature families to capture (default: those this attributor's scorers read)."""
-        queries, sources, responses = check_batch(queries, sources, responses)
-        queries = [check_text(q, "query") for q in queries]
-        responses = [check_text(r, "response", allow_none=True) for r in responses]
-        sources = [to_sources(s) for s in sources]
-        with self._lock:
-            return collect(self.lm, queries, sources, responses, self.template, self.max_new_tokens,
-                           truncate=self.truncate, families=families or self.families)
+    @property
+    def sentence_scorer(self) -> Scorer:
+        return self.pipeline.sentence_scorer
 
-    def score_job(self, job: AttributionJob, scorer: Scorer | None = None, support: bool | None = None) -> Attribution:
-        """Score a collected job: sources with this attributor's (or another) scorer, sentences with its
-        sentence scorer, both from the same captured pass; with ``support`` (default: when a detector is
-        loaded and reads them), also the signals of the short pass without the context."""
-        scorer = scorer or self.scorer
-        support = self.detector is not None and self.detector.needs_no_context if support is None else support
-        signals = [None] * len(job.targets)
-        if job.token_logprobs is not None:
-            start = time.perf_counter()
-            no_context = None
-            if support:
-                with self._lock:
-                    no_context = no_context_logprobs(self.lm, [job.query], [job.response_ids], job.template)[0]
-            signals = sentence_signals(job, no_context)
-            job.timings["support_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = np.asarray(scorer.score(job.at_level("passage")), dtype=float)
-        sentence_scores = np.asarray(self.sentence_scorer.score(job.at_level("sentence")), dtype=float)
-        timings = {**job.timings, "score_s": time.perf_counter() - start}
-        sentences = [SourceSentence(source_index=i, start=a, end=b, text=job.sources[i].text[a:b])
-                     for i, a, b in job.sentences]
-        return Attribution(
-            query=job.query,
-            response=job.response,
-            sources=job.sources,
-            scores=scores.mean(0).tolist(),
-            targets=[TargetScores(text=t.text, start=t.start, end=t.end, scores=row.tolist(),
-                                  sentence_scores=srow.tolist(), signals=sig)
-                     for t, row, srow, sig in zip(job.targets, scores, sentence_scores, signals)],
-            sentences=sentences,
-            sentence_scores=sentence_scores.mean(0).tolist(),
-            scorer=scorer.name,
-            sentence_scorer=self.sentence_scorer.name,
-            model=self.lm.model_id,
-            truncated=job.truncated,
-            timings=timings,
-        )
+    @property
+    def calibration(self) -> Calibration | None:
+        return self.pipeline.calibration
 
-    def attribute(self, query: str, sources: Sequence[SourceLike], response: str | None = None,
-                  target: tuple[int, int] | None = None) -> Attribution:
-        """Score each source, and each sentence inside it, for ``response`` (generated by this model when
-        None; any LLM's text otherwise, teacher-forced in one pass): per response sentence, or, with
-        ``target=(start, end)``, for that character range of the response alone (a phrase, a claim)."""
-        return self.attribute_batch([query], [sources], [response], None if target is None else [target])[0]
+    @property
+    def detector(self) -> SupportDetector | None:
+        return self.pipeline.detector
 
-    def attribute_batch(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
+    @property
+    def keep_rule(self) -> KeepRule | None:
+        return self.pipeline.keep_rule
+
+    @property
+    def evidence_model(self) -> str:
+        return self.pipeline.evidence_model
+
+    def __repr__(self) -> str:
+        return (f"AT2Attributor(model={self.lm.model_id!r}, scorer={self.scorer.name!r}, "
+                f"evidence_model={self.evidence_model!r}, detector={self.detector is not None})")
+
+    # ---- what users call -----------------------------------------------------------------------------------
+
+    @renamed(sources="passages", target="span")
+    def attribute(self, query: str, passages: Sequence[PassageLike], response: str | None = None,
+                  span: tuple[int, int] | None = None) -> Attribution:
+        """Score each passage, and each sentence inside it, for ``response`` (any LLM's text, teacher-forced in
+        one pass; generated by this model when None): per response sentence, or, with ``span=(start, end)``, for
+        that character range of the response alone (a phrase, a claim)."""
+        return self.pipeline.attribute_batch([query], [passages], [response], None if span is None else [span])[0]
+
+    @renamed(sources="passages", targets="spans")
+    def attribute_batch(self, queries: Sequence[str], passages: Sequence[Sequence[PassageLike]],
                         responses: Sequence[str | None] | None = None,
-                        targets: Sequence[tuple[int, int] | None] | None = None) -> list[Attribution]:
-        """Attribute several (query, sources[, response]) items in one padded batch; ``targets`` gives each
-        item's character range (None: its sentences)."""
-        queries, sources, responses = check_batch(queries, sources, responses)
-        targets = self._check_targets(targets, responses)
-        jobs = self.jobs(queries, sources, responses)
-        return [self.score_job(job if span is None else job.for_span(span))
-                for job, span in zip(jobs, targets or [None] * len(jobs))]
+                        spans: Sequence[tuple[int, int] | None] | None = None) -> list[Attribution]:
+        """``attribute`` for several items in one padded batch; ``spans`` gives each item's range (None: its
+        sentences)."""
+        return self.pipeline.attribute_batch(queries, passages, responses, spans)
 
-    @staticmethod
-    def _check_targets(targets, responses: list) -> list | None:
-        """Check character ranges against the given responses before any model work (a generated response is
-        checked once it exists)."""
-        if targets is None:
-            return None
-        targets = check_list(targets, "targets")
-        if len(targets) != len(responses):
-            raise InvalidInputError(f"{len(targets)} targets for {len(responses)} queries; give one (or None) each")
-        for span, response in zip(targets, responses):
-            if span is not None and isinstance(response, str):
-                span_target(response, [len(response)], span)
-        return targets
-
-    def prune(self, query: str, sources: Sequence[SourceLike], top_k: int | None = None,
-              threshold: float | None = None, max_tokens: int | None = None, response: str | None = None,
+    @renamed(sources="passages", top_k="top_n")
+    def prune(self, query: str, passages: Sequence[PassageLike], response: str | None = None,
+              top_n: int | None = None, threshold: float | str | None = None, max_tokens: int | None = None,
               retriever_scores: Sequence[float] | None = None) -> PruneResult:
-        """Keep the sources that matter for an answer, in original order (at least one is always kept).
+        """Keep the passages the answer relies on, in original order (at least one is always kept).
 
-        Pass the answer your own LLM drafted as ``response`` (otherwise this model drafts one), and the
-        retriever's scores to fuse AT2's ranking with the retriever's (weights from the calibration).
-        """
-        check_prune(top_k, threshold, max_tokens)
-        attribution = self.attribute(query, sources, response)
+        With no ``top_n``, ``threshold`` or ``max_tokens``, as many as the calibrated keep rule says the answer
+        needs (``threshold="auto"``); ``top_n=2`` keeps exactly the best two. Pass the answer your LLM
+        drafted as ``response`` (otherwise this model drafts one), and the retriever's scores to fuse AT2's
+        ranking with the retriever's."""
+        if threshold is None and top_n is None and max_tokens is None:
+            threshold = "auto"
+        check_prune(top_n, None if threshold == "auto" else threshold, max_tokens)
+        attribution = self.attribute(query, passages, response)
         drafter = "llm" if response is not None else "attributor"
-        return self.prune_attribution(attribution, top_k, threshold, max_tokens, retriever_scores, drafter)
+        return self.pipeline.prune(attribution, top_n, threshold, max_tokens, retriever_scores, drafter)
 
-    def ranking_scores(self, attribution: Attribution, retriever_scores: Sequence[float] | None = None,
-                       drafter: str = "llm") -> list[float]:
-        """Scores pruning ranks by: AT2's, or AT2 fused with the retriever's when its scores are given."""
-        if retriever_scores is None:
-            return list(attribution.scores)
-        retriever_scores = [check_float(s, "retriever score", allow_none=False)
-                            for s in check_list(retriever_scores, "retriever_scores")]
-        if len(retriever_scores) != len(attribution.scores):
-            raise InvalidInputError(f"{len(retriever_scores)} retriever scores for {len(attribution.scores)} sources")
-        if drafter not in DRAFTERS:
-            raise InvalidInputError(f"drafter must be one of {DRAFTERS}, not {drafter!r}")
-        if self.calibration is None or drafter not in self.calibration.fusion:
-            logger.warning("no fusion weights are calibrated for %s; ranking by AT2 alone", self.lm.model_id)
-            return list(attribution.scores)
-        return self.calibration.fusion[drafter].fuse(attribution.scores, retriever_scores).tolist()
+    def compress(self, query: str, passages: Sequence[PassageLike], response: str | None = None,
+                 budget: float | int | str = "auto", retriever_scores: Sequence[float] | None = None,
+                 keep_order: bool = True, joiner: str = " … ", min_sentences_per_passage: int = 0
+                 ) -> CompressedContext:
+        """Keep, inside the passages, the sentences the answer relies on, from the same single pass.
 
-    def prune_attribution(self, attribution: Attribution, top_k: int | None = None, threshold: float | None = None,
-                          max_tokens: int | None = None, retriever_scores: Sequence[float] | None = None,
-                          drafter: str = "llm") -> PruneResult:
-        """Prune with an attribution already computed (``threshold`` applies to the ranking scores)."""
-        scores = self.ranking_scores(attribution, retriever_scores, drafter)
-        counts = [len(self.lm.encode_response(s.text)) for s in attribution.sources] if max_tokens else None
-        keep = prune_policy.select(scores, top_k, threshold, max_tokens, counts)
-        return PruneResult(sources=[attribution.sources[i] for i in keep], indices=keep, scores=scores,
-                           attribution=attribution)
+        ``budget``: ``"auto"`` (the calibrated keep rule: what is needed, then stop), a share of the context's
+        tokens (``0.3``) or a token count (``400``)."""
+        from .compress import check_budget
 
-    def evidence_scores(self, attribution: Attribution,
-                        evidence: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """``[response sentences, source sentences]`` evidence, and per response sentence whether the evidence
-        model's threshold calls it supported (None without a calibration: raw AT2 sentence scores)."""
-        probabilities, supported, _ = self._evidence(attribution, evidence)
-        return probabilities, supported
+        check_budget(budget)
+        attribution = self.attribute(query, passages, response)
+        drafter = "llm" if response is not None else "attributor"
+        return self.pipeline.compress(attribution, budget, retriever_scores, drafter, keep_order, joiner,
+                                      min_sentences_per_passage)
 
-    def _evidence(self, attribution: Attribution, evidence: str | None = None):
-        name = self._evidence_name(evidence)
-        at2 = np.array([t.sentence_scores for t in attribution.targets])
-        if name == "raw":
-            return at2, None, None
-        model = self.calibration.evidence[name]
-        titled = [f"{attribution.sources[s.source_index].title}: {s.text}" if attribution.sources[s.source_index].title
-                  else s.text for s in attribution.sentences]
-        values = components(attribution.query, [t.text for t in attribution.targets], titled, at2,
-                            self.embed if model.needs_embedding else None)
-        probabilities = model.predict(values)
-        return probabilities, model.supported(probabilities, values), values
-
-    def support_inputs(self, attribution: Attribution, evidence: str | None = None) -> list[dict[str, float]]:
-        """The support detector's inputs for each response sentence (needs signals: ``score_job(support=True)``;
-        ``evidence`` defaults to the hybrid model the detector is fit with)."""
-        if evidence is None:
-            evidence = "hybrid" if self.calibration is not None and "hybrid" in self.calibration.evidence else "raw"
-        probabilities, _, values = self._evidence(attribution, evidence)
-        if any(t.signals is None for t in attribution.targets):
-            raise InvalidInputError("this attribution carries no support signals (score it with support=True)")
-        vocabulary = ContextVocabulary([attribution.query, *(s.title or "" for s in attribution.sources),
-                                        *(s.text for s in attribution.sources)])
-        n = len(attribution.targets)
-        rows = []
-        for t, target in enumerate(attribution.targets):
-            evidence_values = {"evidence_top": float(probabilities[t].max()),
-                               "lexical_top": float(values["lex_a"][t].max()) if values is not None else 0.0}
-            rows.append(feature_row(target.signals, vocabulary.facts(target.text, t, n), evidence_values))
-        return rows
-
-    def support(self, attribution: Attribution, strictness: str | None = None):
-        """Per response sentence: (calibrated support probability, supported at ``strictness``, unsupported
-        char spans in the response). Needs the support detector."""
-        if self.detector is None:
-            raise InvalidInputError("no support detector is loaded")
-        threshold = self.detector.threshold(strictness or self.strictness)
-        if any(t.signals is None or self.detector.needs_no_context and t.signals.pmi_mean is None
-               for t in attribution.targets):
-            raise InvalidInputError("this attribution was scored without support signals; attribute it with this "
-                                    "attributor (its detector asks for them)")
-        probability = self.detector.support(self.support_inputs(attribution))
-        vocabulary = ContextVocabulary([attribution.query, *(s.title or "" for s in attribution.sources),
-                                        *(s.text for s in attribution.sources)])
-        spans = [vocabulary.unsupported_spans(t.text, t.start, mode=self.detector.span_mode) for t in attribution.targets]
-        return probability, probability >= threshold, spans
-
-    def cite_attribution(self, attribution: Attribution, max_sources: int = 3, relative_threshold: float = 0.5,
-                         evidence: str | None = None, strictness: str | None = None) -> CitedResponse:
-        """Citations from an attribution already computed: the evidence model picks what to cite, the support
-        detector (when loaded) decides whether each sentence is supported at all."""
-        check_cite(max_sources, relative_threshold)
-        scores, supported = self.evidence_scores(attribution, evidence)
-        support = spans = None
-        if self.detector is not None and self._evidence_name(evidence) != "raw":
-            support, supported, spans = self.support(attribution, strictness)
-        return cite_policy.cite(attribution, scores, supported, self._evidence_name(evidence), max_sources,
-                                relative_threshold, support=support, spans=spans)
-
-    def cite(self, query: str, sources: Sequence[SourceLike], response: str | None = None,
-             max_sources: int = 3, relative_threshold: float = 0.5, evidence: str | None = None,
-             strictness: str | None = None, target: tuple[int, int] | None = None) -> CitedResponse:
-        """Per-sentence citations of ``response`` (or of this model's own answer when None): the cited sources,
+    @renamed(sources="passages", target="span", max_sources="max_passages", evidence="evidence_model")
+    def cite(self, query: str, passages: Sequence[PassageLike], response: str | None = None,
+             max_passages: int = 3, relative_threshold: float = 0.5, evidence_model: str | None = None,
+             strictness: str | None = None, span: tuple[int, int] | None = None) -> CitedResponse:
+        """Per-sentence citations of ``response`` (or of this model's own answer when None): the cited passages,
         the sentences inside them, and ``supported=False`` where the context does not support the sentence.
-        With ``target=(start, end)``, citations for that selected phrase of the response alone."""
-        check_cite(max_sources, relative_threshold)
-        return self.cite_attribution(self.attribute(query, sources, response, target), max_sources,
-                                     relative_threshold, evidence, strictness)
+        With ``span=(start, end)``, citations for that phrase of the response alone."""
+        check_cite(max_passages, relative_threshold)
+        return self.pipeline.cite(self.attribute(query, passages, response, span), max_passages,
+                                  relative_threshold, evidence_model, strictness)
 
-    def cite_batch(self, queries: Sequence[str], sources: Sequence[Sequence[SourceLike]],
-                   responses: Sequence[str | None], max_sources: int = 3, relative_threshold: float = 0.5,
-                   evidence: str | None = None, strictness: str | None = None) -> list[CitedResponse]:
+    @renamed(sources="passages", max_sources="max_passages", evidence="evidence_model")
+    def cite_batch(self, queries: Sequence[str], passages: Sequence[Sequence[PassageLike]],
+                   responses: Sequence[str | None], max_passages: int = 3, relative_threshold: float = 0.5,
+                   evidence_model: str | None = None, strictness: str | None = None) -> list[CitedResponse]:
         """``cite`` for several items in one padded batch."""
-        check_cite(max_sources, relative_threshold)
-        return [self.cite_attribution(a, max_sources, relative_threshold, evidence, strictness)
-                for a in self.attribute_batch(queries, sources, responses)]
+        check_cite(max_passages, relative_threshold)
+        return [self.pipeline.cite(a, max_passages, relative_threshold, evidence_model, strictness)
+                for a in self.pipeline.attribute_batch(queries, passages, responses)]
 
-    def generate(self, query: str, sources: Sequence[SourceLike]) -> str:
-        """Answer with this model from these sources, without attributing (for prune-then-answer loops)."""
-        check_text(query, "query")
-        layout = build_prompt(self.lm.tokenizer, query, to_sources(sources), template=self.template)
-        with self._lock:
-            ids = self.lm.generate([layout.input_ids], self.max_new_tokens, stop_at_blank_line=True)[0]
-        return self.lm.decode(ids)
+    @renamed(sources="passages")
+    def generate(self, query: str, passages: Sequence[PassageLike]) -> str:
+        """Answer with this model from these passages, without attributing (for prune-then-answer loops)."""
+        return self.pipeline.generate(query, passages)
+
+
+def _shipped_or_given(spec, lm: LanguageModel, kind: str, load):
+    """The shipped file of ``kind`` for ``lm`` (None: default; True: the same), none (False), or the given one."""
+    if spec is None or spec is True:
+        shipped = shipped_path(lm.model_id, kind)
+        if shipped is None:
+            logger.info("no %s ships for %s", kind, lm.model_id)
+            return None
+        return load(shipped)
+    if spec is False:
+        return None
+    return spec if not isinstance(spec, (str, os.PathLike)) else load(spec)
+
+
+__all__ = ["AT2Attributor", "DRAFTERS"]

@@ -1,4 +1,5 @@
-"""`at2-rag` command: demo, attribute, train, calibrate, evaluate, bench."""
+"""`at2-rag` command. User commands: demo, attribute, cite, compress. Lab commands (fitting shipped files and
+benchmarks): `at2-rag lab train | calibrate | fit-detector | fit-keep-rule | evaluate | bench | export-coefficients`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-DEFAULT_DATA = Path("../shared/data/hotpotqa")
+LAB_COMMANDS = ("train", "calibrate", "fit-detector", "fit-keep-rule", "evaluate", "bench", "export-coefficients")
 
 
 class UsageError(Exception):
@@ -16,7 +17,10 @@ class UsageError(Exception):
 
 
 def _data(path: str | None, split: str) -> Path:
-    p = Path(path) if path else DEFAULT_DATA / f"{split}.jsonl"
+    """The HotpotQA file given with --data (required: no default path lies outside the repository)."""
+    if not path:
+        raise UsageError(f"pass --data PATH to a HotpotQA jsonl (its {split} split)")
+    p = Path(path)
     if not p.is_file():
         raise UsageError(f"data file not found: {p} (pass --data PATH to a HotpotQA jsonl)")
     return p
@@ -79,22 +83,22 @@ def _exclude_titles(args, data: Path) -> tuple[set[str], str]:
         if args.exclude_titles:
             raise UsageError(f"--exclude-titles: not a separate HotpotQA file: {path}")
         return set(), "no validation file beside the data: nothing excluded"
-    titles = {s.title for row in _rows(path, None) for s in row.sources}
+    titles = {s.title for row in _rows(path, None) for s in row.passages}
     return titles, f"titles of {path.name} (sha256 {_digest(path)}) excluded"
 
 
 def cmd_train(args) -> None:
     from .lm import load_model
-    from .training import (collect_contexts, collect_examples, export_ablations, import_ablations,
+    from .fit.theta import (collect_contexts, collect_examples, export_ablations, import_ablations,
                            refresh_context_features, train, write_summary)
 
     data = _data(args.data, "train")
     examples = _rows(data, args.limit)
     families = _families(args.families)
-    work = Path(args.work_dir) / args.source_kind
+    work = Path(args.work_dir) / args.level
     command = "at2-rag " + " ".join(args.argv)
     if args.contexts:
-        from .eval.recombine import RESPONSE_KINDS, build_recombined
+        from .fit.recombine import RESPONSE_KINDS, build_recombined
 
         if args.ablation != "remove":
             raise UsageError("--contexts shares one cached read of each ablated prompt: only --ablation remove")
@@ -107,13 +111,13 @@ def cmd_train(args) -> None:
                                     exclude_titles=exclude)
         lm = load_model(args.model)
         if args.ablations:
-            refresh_context_features(lm, import_ablations(args.ablations, work), examples, args.source_kind, families)
+            refresh_context_features(lm, import_ablations(args.ablations, work), examples, args.level, families)
         if args.ray:
-            from .distributed import collect_on_ray
+            from .fit.ray_collect import collect_on_ray
 
             collect_on_ray(args.model, contexts, work, address=args.ray, workers=args.workers, contexts=True,
-                           source_kind=args.source_kind, kinds=kinds, n_masks=args.masks, families=families)
-        paths = collect_contexts(lm, contexts, work, args.source_kind, kinds, args.masks, shard=args.shard,
+                           level=args.level, kinds=kinds, n_masks=args.masks, families=families)
+        paths = collect_contexts(lm, contexts, work, args.level, kinds, args.masks, shard=args.shard,
                                  num_shards=args.num_shards, families=families)
         source = (f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows), {args.contexts} recombined "
                   f"contexts (seed {args.seed}, 3-{args.max_passages} passages; {excluded}), responses: "
@@ -124,12 +128,12 @@ def cmd_train(args) -> None:
             import_ablations(args.ablations, work)
         responses = [ex.answer_sentence for ex in examples] if args.responses == "gold" else None
         if args.ray:
-            from .distributed import collect_on_ray
+            from .fit.ray_collect import collect_on_ray
 
             collect_on_ray(args.model, examples, work, address=args.ray, workers=args.workers,
-                           source_kind=args.source_kind, n_masks=args.masks, responses=responses, families=families,
+                           level=args.level, n_masks=args.masks, responses=responses, families=families,
                            method=args.ablation)
-        paths = collect_examples(lm, examples, work, args.source_kind, args.masks, shard=args.shard,
+        paths = collect_examples(lm, examples, work, args.level, args.masks, shard=args.shard,
                                  num_shards=args.num_shards, responses=responses, families=families,
                                  method=args.ablation)
         source = f"{data.name} (sha256 {_digest(data)}, first {len(examples)} rows, responses: {args.responses})"
@@ -139,8 +143,8 @@ def cmd_train(args) -> None:
     if args.num_shards > 1:
         paths = sorted(p for p in work.glob("[0-9]*.npz"))
     record = export_ablations(paths, work / "ablations.jsonl.gz")
-    coefficients = train(lm, paths, args.source_kind, source, families, steps=args.steps, l2=args.l2,
-                         chunk_tokens=args.chunk_tokens, command=command, target=args.target)
+    coefficients = train(lm, paths, args.level, source, families, steps=args.steps, l2=args.l2,
+                         chunk_tokens=args.chunk_tokens, command=command, objective=args.objective)
     path = coefficients.save(args.out)
     write_summary(coefficients, Path(args.out).with_suffix(".json"))
     print(json.dumps(coefficients.metadata.metrics, indent=2))
@@ -168,6 +172,90 @@ def cmd_attribute(args) -> None:
           f"{counts['skipped']} already done; {counts['seconds']:.1f}s")
 
 
+def _records(path: str):
+    """Records of a .json (one object or a list) or .jsonl file: {id?, query|question, passages, response|answer}."""
+    from pydantic import ValidationError
+
+    from .corpus import AttributionRecord
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"input file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if p.suffix == ".jsonl" else \
+            json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{p}: not valid JSON: {exc}") from None
+    rows = rows if isinstance(rows, list) else [rows]
+    out = []
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UsageError(f"{p}: record {n + 1} is not an object")
+        row = {"id": str(n), **row}
+        row.setdefault("query", row.pop("question", None))
+        row.setdefault("response", row.pop("answer", None))
+        try:
+            out.append(AttributionRecord.model_validate(row))
+        except ValidationError as exc:
+            raise UsageError(f"{p}: record {n + 1}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    return out
+
+
+def _user_attributor(args):
+    from . import AT2Attributor
+
+    print("loading the attributor ...", file=sys.stderr, flush=True)
+    return AT2Attributor.from_pretrained(args.model, precision=args.precision)
+
+
+def cmd_cite(args) -> None:
+    from .view import page
+
+    records = _records(args.input)
+    attributor = _user_attributor(args)
+    results, fragments = [], []
+    for record in records:
+        cited = attributor.cite(record.query, record.passage_objects(), record.response, strictness=args.strictness)
+        print(f"{record.id}: {cited.formatted}")
+        for c in cited.citations:
+            if not c.supported:
+                print(f"  UNSUPPORTED (support {c.support:.2f}): {c.sentence}")
+        results.append({"id": record.id, **cited.model_dump(exclude={"attribution"})})
+        fragments.append(cited.to_html())
+    _write_outputs(args, results, fragments and page(fragments, "at2-rag cite"))
+
+
+def cmd_compress(args) -> None:
+    from .view import page
+
+    records = _records(args.input)
+    budget = args.budget if args.budget == "auto" else (float(args.budget) if "." in args.budget else int(args.budget))
+    attributor = _user_attributor(args)
+    results, fragments = [], []
+    for record in records:
+        small = attributor.compress(record.query, record.passage_objects(), record.response, budget=budget)
+        print(f"{record.id}: {small.tokens_before} -> {small.tokens_after} tokens, "
+              f"{len(small.kept)} of {len(small.ranking)} sentences from passages {[i + 1 for i in small.passages_kept]}")
+        for i, text in enumerate(small.texts):
+            if text:
+                print(f"  [{i + 1}] {text}")
+        results.append({"id": record.id, **small.model_dump(exclude={"attribution"})})
+        fragments.append(small.to_html())
+    _write_outputs(args, results, fragments and page(fragments, "at2-rag compress"))
+
+
+def _write_outputs(args, results: list[dict], html_page: str | None) -> None:
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text("".join(json.dumps(r) + "\n" for r in results), encoding="utf-8")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.html and html_page:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(html_page, encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+
+
 def _families(spec: str) -> tuple[str, ...]:
     from .attention import parse_families
 
@@ -181,20 +269,20 @@ def cmd_export_coefficients(args) -> None:
     from .coefficients import Coefficients, shipped_path, to_at2_checkpoint
     from .lm import DEFAULT_MODEL_ID
 
-    source = args.coefficients or shipped_path(DEFAULT_MODEL_ID, args.source_kind)
+    source = args.coefficients or shipped_path(DEFAULT_MODEL_ID, args.level)
     if source is None or not Path(source).is_file():
         raise UsageError(f"no coefficient file {source} (--coefficients PATH.safetensors)")
     coefficients = Coefficients.load(source)
     to_at2_checkpoint(coefficients, args.out)
     meta = coefficients.metadata
-    print(f"wrote {args.out}: {meta.num_layers} x {meta.num_heads} {meta.source_kind} θ of {meta.model_id} "
+    print(f"wrote {args.out}: {meta.num_layers} x {meta.num_heads} {meta.level} θ of {meta.model_id} "
           f"({meta.model_type}), readable by at2's LinearScoreEstimator.load")
 
 
 def cmd_calibrate(args) -> None:
     from . import AT2Attributor
-    from .eval.calibrate import collect_records, fit_calibration
-    from .eval.embeddings import minilm_embedder
+    from .fit.calibrate import collect_records, fit_calibration
+    from .embeddings import minilm_embedder
 
     data = _data(args.data, "train")
     examples = _rows(data, args.limit)
@@ -214,9 +302,9 @@ def cmd_calibrate(args) -> None:
 
 
 def target_options(p) -> None:
-    from .ablation import DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS
+    from .ablation import DEFAULT_METHOD, DEFAULT_OBJECTIVE, METHODS, OBJECTIVES
 
-    p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+    p.add_argument("--objective", "--target", choices=OBJECTIVES, default=DEFAULT_OBJECTIVE,
                    help="what an ablation changes: the paper's log-odds of the whole target divided by its tokens "
                    "(response-log-odds), or the mean of per-token log-odds (token-log-odds)")
     p.add_argument("--ablation", choices=METHODS, default=DEFAULT_METHOD,
@@ -231,7 +319,7 @@ def cmd_evaluate(args) -> None:
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
     level_scorer = attributor.sentence_scorer if args.level == "sentence" else attributor.scorer
     coefficients = getattr(level_scorer, "coefficients", None)
-    scorers = [make_scorer(name.strip(), coefficients, args.target) for name in args.scorers.split(",")]
+    scorers = [make_scorer(name.strip(), coefficients, args.objective) for name in args.scorers.split(",")]
     for path in args.extra_coefficients or []:
         extra = make_scorer("at2", _load_checked(attributor, path))
         extra.name = f"at2[{Path(path).stem}]"  # one row per file, even when several share a family
@@ -239,19 +327,19 @@ def cmd_evaluate(args) -> None:
     ks = tuple(int(k) for k in args.ks.split(","))
     result = evaluate_scorers(attributor, examples, scorers, ks=ks, work_dir=args.work_dir, shard=args.shard,
                               num_shards=args.num_shards, level=args.level, responses=args.responses,
-                              target=args.target, method=args.ablation)
-    print(f"\n{result['model']} on {result['n_examples']} examples, {args.level} sources ({result['mean_units']:.1f} "
-          f"per example), {args.responses} responses, {result['n_lds_masks']} LDS masks, target {args.target}, "
+                              objective=args.objective, method=args.ablation)
+    print(f"\n{result['model']} on {result['n_examples']} examples, {args.level} passages ({result['mean_units']:.1f} "
+          f"per example), {args.responses} responses, {result['n_lds_masks']} LDS masks, target {args.objective}, "
           f"ablation by {args.ablation}; 95% bootstrap intervals")
-    from .ablation import TARGETS
+    from .ablation import OBJECTIVES
 
-    others = [t for t in TARGETS if t != args.target]
+    others = [t for t in OBJECTIVES if t != args.objective]
     print(f"{'scorer':<32} {'LDS':>22} " + " ".join(f"{'LDS ' + t:>22}" for t in others) + " "
           + " ".join(f"{'drop@' + str(k):>8}" for k in ks) + f" {'gold rank':>10} {'s/example':>10}")
     for name, r in result["scorers"].items():
         lo_hi = r["lds_ci95"]
         lds_text = f"{r['lds']:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]"
-        other = " ".join(f"{r['lds_by_target'][t]:>22.3f}" for t in others)
+        other = " ".join(f"{r['lds_by_objective'][t]:>22.3f}" for t in others)
         drops = " ".join(f"{r['top_k_drop'][str(k)]:>8.3f}" for k in ks)
         print(f"{name:<32} {lds_text:>22} {other} {drops} {r['mean_gold_rank']:>10.2f} "
               f"{r['seconds_per_example']:>10.4f}")
@@ -272,13 +360,16 @@ def _load_checked(attributor, path):
 def cmd_fit_detector(args) -> None:
     from . import AT2Attributor
     from .eval.hallucination import load_all
-    from .eval.hallucination import fit as fit_detector
+    from .fit.detector import TRAIN_DATA
+    from .fit.detector import fit as fit_detector
 
-    data_dir = Path(args.data or "../shared/data/hallucination")
+    if not args.data:
+        raise UsageError("pass --data DIR, the directory of labelled answers")
+    data_dir = Path(args.data)
     if not data_dir.is_dir():
         raise UsageError(f"{data_dir}: no such directory of labelled answers (--data)")
     attributor = AT2Attributor.from_pretrained(args.model, detector=False, truncate=True)
-    records, answers = load_all(attributor, data_dir, args.work_dir)
+    records, answers = load_all(attributor, data_dir, args.work_dir, TRAIN_DATA)
     detector, extras = fit_detector(attributor, records, "at2-rag " + " ".join(args.argv), answers)
     out = Path(args.out or f"runs/{attributor.lm.model_id.replace('/', '__')}.detector.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +414,7 @@ def cmd_bench(args) -> None:
         return
     from . import AT2Attributor
     from .eval.citations import print_table, run
-    from .eval.embeddings import minilm_embedder
+    from .embeddings import minilm_embedder
 
     examples = _rows(_data(args.data, "validation"), args.limit)
     attributor = AT2Attributor.from_pretrained(args.model, max_new_tokens=32)
@@ -348,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, limit):
-        p.add_argument("--data", help="HotpotQA jsonl (default: ../shared/data/hotpotqa/<split>.jsonl)")
+        p.add_argument("--data", help="HotpotQA jsonl (required; e.g. ../shared/data/hotpotqa/<split>.jsonl)")
         p.add_argument("--limit", type=_positive, default=limit, help="rows to use (at least 1)")
         p.add_argument("--model", help="hub id, local directory or .gguf (default: bundled SmolLM2-135M-Instruct)")
 
@@ -356,15 +447,36 @@ def main(argv: list[str] | None = None) -> None:
                        "fully local mode; writes the citation view as HTML")
     common(p, 3)
     p.add_argument("--coefficients")
-    p.add_argument("--rag", default=str(DEFAULT_DATA.parent / "rag"), help="shared RAG corpus directory")
+    p.add_argument("--rag", required=True, help="the shared RAG corpus directory (corpus.jsonl, questions.jsonl)")
     p.add_argument("--top-k", type=_positive, default=2, help="passages to keep")
     p.add_argument("--html", default="reports/demo.html")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="learn AT2 coefficients from ablations")
+    for name, func, what in (("cite", cmd_cite, "cite each sentence of given answers and flag what the passages do "
+                              "not support"),
+                             ("compress", cmd_compress, "keep the passage sentences given answers rely on")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("input", help=".json (an object or a list) or .jsonl of {query|question, passages, "
+                       "response|answer} (passages: strings or {title, text}); no response: the attributor drafts")
+        p.add_argument("--model", help="hub id, local directory or .gguf (default: bundled SmolLM2-135M-Instruct)")
+        p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "int8"], default=None,
+                       help="number format of the pass on CPU (default: auto)")
+        p.add_argument("--json", help="write one result per line (JSONL)")
+        p.add_argument("--html", help="write the view as a page")
+        if name == "cite":
+            p.add_argument("--strictness", choices=["lenient", "balanced", "strict"], default=None)
+        else:
+            p.add_argument("--budget", default="auto", help="'auto', a share of tokens (0.3) or a token count (400)")
+        p.set_defaults(func=func)
+
+    lab = sub.add_parser("lab", help="fit shipped files and run benchmarks").add_subparsers(dest="lab_command",
+                                                                                           required=True)
+
+    p = lab.add_parser("train", help="learn AT2 coefficients from ablations")
     common(p, None)
     p.add_argument("--out", required=True, help="coefficient file to write (.safetensors)")
-    p.add_argument("--source-kind", choices=["passage", "sentence"], default="passage")
+    p.add_argument("--level", "--source-kind", dest="level", choices=["passage", "sentence"], default="passage",
+                   help="passages, or the sentences inside them (--source-kind: the old name)")
     p.add_argument("--masks", type=int, default=32)
     p.add_argument("--responses", choices=["generated", "gold"], default="generated",
                    help="attribute the model's own answers, or the gold answer as a short sentence (teacher-forced)")
@@ -396,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     _ray_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("attribute", help="attribute a JSONL corpus of {id, query, sources, response?} records "
+    p = sub.add_parser("attribute", help="attribute a JSONL corpus of {id, query, passages, response?} records "
                        "(resumable; --ray to spread it over a Ray cluster)")
     p.add_argument("--data", required=True, help="input JSONL, one record per line")
     p.add_argument("--out", required=True, help="results JSONL (appended; ids already there are skipped); bad "
@@ -412,22 +524,22 @@ def main(argv: list[str] | None = None) -> None:
     _ray_options(p)
     p.set_defaults(func=cmd_attribute)
 
-    p = sub.add_parser("export-coefficients", help="write coefficients in the AT2 reference's score_estimator.pt "
+    p = lab.add_parser("export-coefficients", help="write coefficients in the AT2 reference's score_estimator.pt "
                        "format (attention-weight family)")
     p.add_argument("out", help="output .pt path")
     p.add_argument("--format", choices=["at2"], default="at2", help="the reference's LinearScoreEstimator format")
     p.add_argument("--coefficients", help="a .safetensors coefficient file (default: the shipped one)")
-    p.add_argument("--source-kind", choices=["passage", "sentence"], default="sentence",
+    p.add_argument("--level", "--source-kind", dest="level", choices=["passage", "sentence"], default="sentence",
                    help="which shipped file when --coefficients is not given")
     p.set_defaults(func=cmd_export_coefficients)
 
-    p = sub.add_parser("calibrate", help="fit evidence models, abstention thresholds and fusion weights on train rows")
+    p = lab.add_parser("calibrate", help="fit evidence models, abstention thresholds and fusion weights on train rows")
     common(p, None)
     p.add_argument("--out", required=True, help="calibration file to write (.json)")
     p.add_argument("--work-dir", default="runs/calibrate", help="per-row records (resumable)")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("evaluate", help="LDS and top-k drop of several scorers side by side")
+    p = lab.add_parser("evaluate", help="LDS and top-k drop of several scorers side by side")
     common(p, 40)
     p.add_argument("--coefficients")
     p.add_argument("--scorers", default="at2,average-attention,gradient,esm-32")
@@ -444,8 +556,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-shards", type=int, default=1)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("fit-detector", help="fit the unsupported-sentence detector on labelled RAG answers")
-    p.add_argument("--data", help="directory of labelled answers (default ../shared/data/hallucination)")
+    p = lab.add_parser("fit-detector", help="fit the unsupported-sentence detector on labelled RAG answers")
+    p.add_argument("--data", required=True, help="directory of labelled answers (e.g. ../shared/data/hallucination)")
     p.add_argument("--model", help="attributor model (default: the bundled one)")
     p.add_argument("--work-dir", default="runs/detector", help="per-answer detector inputs (resumable)")
     p.add_argument("--out", help="detector file (default runs/<model>.detector.json)")
@@ -454,7 +566,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="baselines fit on the same train parts, for bench hallucination")
     p.set_defaults(func=cmd_fit_detector)
 
-    p = sub.add_parser("bench", help="benchmarks")
+    p = lab.add_parser("bench", help="benchmarks")
     p.add_argument("name", choices=["hotpotqa", "citations", "hallucination"], help="hotpotqa: pruning (answer F1 "
                    "after keeping top-k passages); citations: finding supporting facts; hallucination: unsupported "
                    "sentences and spans of labelled answers (--data FILE.jsonl)")
@@ -470,8 +582,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", help="citations: per-row records (resumable; default runs/citations)")
     p.set_defaults(func=cmd_bench)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LAB_COMMANDS:
+        print(f"at2-rag {argv[0]} is deprecated: use at2-rag lab {argv[0]}", file=sys.stderr)
+        argv = ["lab", *argv]
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
+    args.command = " ".join(filter(None, [args.command, getattr(args, "lab_command", None)]))
     from .errors import AT2Error
 
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -18,24 +18,29 @@ from .attention import parse_families
 from .errors import CoefficientMismatchError, InvalidInputError
 
 METADATA_KEY = "at2"
-SOURCE_KINDS = ("passage", "sentence")
+LEVELS = ("passage", "sentence")
+JSON_FILES = ("calibration", "detector", "keep-rule")  # shipped beside θ, one per model
 
 
 class CoefficientMetadata(BaseModel):
-    """What a coefficient file was trained for and on; checked against the model it is loaded with."""
+    """What a coefficient file was trained for and on; checked against the model it is loaded with (files from
+    before 2026-12-06 name ``level`` 'source_kind' and ``objective`` 'target')."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     model_id: str
     model_type: str
     revision: str | None = None
     num_layers: int
     num_heads: int
-    source_kind: str = Field(description="'passage' or 'sentence': the sources used to train.")
+    level: str = Field(validation_alias=AliasChoices("level", "source_kind"), description="'passage' or 'sentence': the passages used to train.")
     feature_family: str = Field(default="attention-weight", description="What each feature is: 'attention-weight' "
                                 "(the paper's), 'value-norm', 'output-norm', or several joined by '+' "
                                 "(θ then holds one block of layers x heads per family, in that order).")
-    target: str = Field(default="token-log-odds", description="What θ predicts (``ablation.TARGETS``): the "
+    objective: str = Field(default="token-log-odds", validation_alias=AliasChoices("objective", "target"),
+                           description="What θ predicts (``ablation.OBJECTIVES``): the "
                         "paper's 'response-log-odds', or 'token-log-odds' (files from before the option).")
-    ablation: str = Field(default="remove", description="How training ablated sources (``ablation.METHODS``).")
+    ablation: str = Field(default="remove", description="How training ablated passages (``ablation.METHODS``).")
     training_data: str = ""
     n_examples: int = 0
     n_targets: int = 0
@@ -94,14 +99,14 @@ class Coefficients(BaseModel):
 
     def validate_values(self, where: str = "coefficients") -> None:
         """Raise unless θ is finite and has one entry per head of the metadata's shape."""
-        from .ablation import METHODS, TARGETS
+        from .ablation import METHODS, OBJECTIVES
 
         m = self.metadata
-        if m.source_kind not in SOURCE_KINDS:
-            raise CoefficientMismatchError(f"{where}: source_kind {m.source_kind!r} is not one of {SOURCE_KINDS}")
-        if m.target not in TARGETS or m.ablation not in METHODS:
-            raise CoefficientMismatchError(f"{where}: target {m.target!r} / ablation {m.ablation!r} is not one of "
-                                           f"{TARGETS} / {METHODS}")
+        if m.level not in LEVELS:
+            raise CoefficientMismatchError(f"{where}: level {m.level!r} is not one of {LEVELS}")
+        if m.objective not in OBJECTIVES or m.ablation not in METHODS:
+            raise CoefficientMismatchError(f"{where}: objective {m.objective!r} / ablation {m.ablation!r} is not one of "
+                                           f"{OBJECTIVES} / {METHODS}")
         families = self.families
         if self.theta.numel() != len(families) * m.num_layers * m.num_heads:
             raise CoefficientMismatchError(
@@ -151,13 +156,13 @@ def shipped_files(model_id: str, kind: str = "passage") -> list[Path]:
 
 
 def shipped_path(model_id: str, kind: str = "passage") -> Path | None:
-    """Path of a file shipped in the package for a model id: the ``calibration`` or support ``detector``
-    (.json), or for ``passage``/``sentence`` the coefficient file the shipped calibration was fit with (so the
+    """Path of a file shipped in the package for a model id: the ``calibration``, the support ``detector`` or
+    the compression ``keep-rule`` (.json), or for ``passage``/``sentence`` the coefficient file the shipped calibration was fit with (so the
     defaults stay calibrated when a better θ ships before its recalibration), else the one with the best
     held-out correlation on its training data."""
-    if kind not in (*SOURCE_KINDS, "calibration", "detector"):
-        raise InvalidInputError(f"kind must be one of {SOURCE_KINDS + ('calibration', 'detector')}, not {kind!r}")
-    if kind in ("calibration", "detector"):
+    if kind not in (*LEVELS, *JSON_FILES):
+        raise InvalidInputError(f"kind must be one of {LEVELS + JSON_FILES}, not {kind!r}")
+    if kind in JSON_FILES:
         path = _shipped_dir() / (model_id.replace("/", "__") + f".{kind}.json")
         return path if path.is_file() else None
     files = shipped_files(model_id, kind)
@@ -180,7 +185,7 @@ def from_at2_checkpoint(path: str | Path, fingerprint: dict, source: str | None 
     Their features are ordered layer-major like ours, so ``linear.weight`` maps to θ directly. The file's
     feature extractor (layers, heads, model type) must match the model; a non-zero bias is refused, since the
     reference adds it once per source token and dropping it would change the ranking; the source kind is the
-    one the file records (``extras["source_kind"]``, written by ``to_at2_checkpoint``), else 'sentence', the
+    one the file records (``extras["level"]``, written by ``to_at2_checkpoint``), else 'sentence', the
     reference trainer's default.
     """
     try:
@@ -210,13 +215,13 @@ def from_at2_checkpoint(path: str | Path, fingerprint: dict, source: str | None 
         raise CoefficientMismatchError(f"{path} was trained for a {extractor['model_type']} model, not "
                                        f"{fingerprint['model_type']}")
     extras = saved.get("extras") or {}
-    source_kind = extras.get("source_kind", "sentence")
-    if source_kind not in SOURCE_KINDS:
-        raise CoefficientMismatchError(f"{path}: source kind {source_kind!r} is not one of {SOURCE_KINDS}")
+    level = extras.get("level", extras.get("source_kind", "sentence"))
+    if level not in LEVELS:
+        raise CoefficientMismatchError(f"{path}: level {level!r} is not one of {LEVELS}")
     metadata = CoefficientMetadata(
         model_id=fingerprint["model_id"], model_type=fingerprint["model_type"], num_layers=fingerprint["num_layers"],
-        num_heads=fingerprint["num_heads"], source_kind=source_kind, training_data=source or str(path),
-        target=extras.get("target", "response-log-odds"), ablation=extras.get("ablation", "mask"),
+        num_heads=fingerprint["num_heads"], level=level, training_data=source or str(path),
+        objective=extras.get("objective", extras.get("target", "response-log-odds")), ablation=extras.get("ablation", "mask"),
         notes="converted from a published AT2 score estimator (MadryLab/AT2 format; target and ablation: the "
               "file's, else the reference trainer's)",
     )
@@ -238,7 +243,7 @@ def to_at2_checkpoint(coefficients: Coefficients, path: str | Path) -> None:
                                       "kwargs": {"num_layers": meta.num_layers, "num_heads": meta.num_heads,
                                                  "model_type": meta.model_type}},
                 "kwargs": {"normalize": True, "non_negative": False, "bias": False},
-                "extras": {"source_kind": meta.source_kind, "model_id": meta.model_id, "target": meta.target,
+                "extras": {"level": meta.level, "model_id": meta.model_id, "objective": meta.objective,
                            "ablation": meta.ablation, "exported_by": "at2-rag export-coefficients"}}, str(path))
 
 

@@ -15,7 +15,7 @@ from .attributor import AT2Attributor
 from .cite import render
 from .errors import EmptyInputError
 from .results import Attribution, CitedResponse
-from .sources import Source
+from .passages import Passage
 
 DRAFT_PROMPT = (
     "Context information is below.\n---------------------\n{context}\n---------------------\n"
@@ -44,16 +44,16 @@ class RankedContext(BaseModel):
     attribution: Attribution
 
 
-def _sources(items: Sequence[ContextItem]) -> tuple[list[int], list[Source]]:
-    positions, sources = [], []
+def _sources(items: Sequence[ContextItem]) -> tuple[list[int], list[Passage]]:
+    positions, passages = [], []
     for i, item in enumerate(items):
         if isinstance(item.text, str) and item.text.strip():
             title = None if item.title is None else str(item.title).strip() or None
             positions.append(i)
-            sources.append(Source(id=item.id, text=item.text, title=title))
-    if not sources:
+            passages.append(Passage(id=item.id, text=item.text, title=title))
+    if not passages:
         raise EmptyInputError("no retrieved item has text to attribute")
-    return positions, sources
+    return positions, passages
 
 
 def draft_context(items: Sequence[ContextItem]) -> str:
@@ -63,43 +63,46 @@ def draft_context(items: Sequence[ContextItem]) -> str:
 
 
 def rank_context(attributor: AT2Attributor, query: str, items: Sequence[ContextItem], draft: str | None,
-                 top_k: int | None = None, threshold: float | None = None, max_tokens: int | None = None,
+                 top_n: int | None = None, threshold: float | str | None = None, max_tokens: int | None = None,
                  fuse: bool = True) -> RankedContext:
     """Attribute ``draft`` (None: the attributor drafts) over the items with text, rank (fused with the
     retriever's scores when ``fuse`` and every scored item has one), and choose the items to keep."""
-    positions, sources = _sources(items)
-    attribution = attributor.attribute(query, sources, draft)
+    positions, passages = _sources(items)
+    attribution = attributor.attribute(query, passages, draft)
     retriever = [items[i].retriever_score for i in positions]
     use_retriever = fuse and all(s is not None for s in retriever)
     drafter = "llm" if draft is not None else "attributor"
-    pruned = attributor.prune_attribution(attribution, top_k, threshold, max_tokens,
-                                          retriever if use_retriever else None, drafter)
+    pruned = attributor.pipeline.prune(attribution, top_n, threshold, max_tokens,
+                                       retriever if use_retriever else None, drafter)
     scored = set(positions)
     unscored = [i for i in range(len(items)) if i not in scored]
     return RankedContext(
         kept=sorted({positions[j] for j in pruned.indices} | set(unscored)),
-        scores={positions[j]: s for j, s in enumerate(pruned.scores)},
+        scores={positions[j]: s for j, s in enumerate(pruned.ranking)},
         at2_scores={positions[j]: s for j, s in enumerate(attribution.scores)},
         unscored=unscored, fused=use_retriever, draft=attribution.response, attribution=attribution,
     )
 
 
 def cite_context(attributor: AT2Attributor, query: str, items: Sequence[ContextItem], answer: str,
-                 max_sources: int = 3, relative_threshold: float = 0.5, evidence: str | None = None) -> CitedResponse:
+                 max_passages: int = 3, relative_threshold: float = 0.5,
+                 evidence_model: str | None = None) -> CitedResponse:
     """Citations of ``answer`` whose source indices and ``[n]`` markers are the items' positions (n = position + 1)."""
-    return cite_context_batch(attributor, [query], [items], [answer], max_sources, relative_threshold, evidence)[0]
+    return cite_context_batch(attributor, [query], [items], [answer], max_passages, relative_threshold,
+                              evidence_model)[0]
 
 
 def cite_context_batch(attributor: AT2Attributor, queries: Sequence[str], items: Sequence[Sequence[ContextItem]],
-                       answers: Sequence[str], max_sources: int = 3, relative_threshold: float = 0.5,
-                       evidence: str | None = None) -> list[CitedResponse]:
+                       answers: Sequence[str], max_passages: int = 3, relative_threshold: float = 0.5,
+                       evidence_model: str | None = None) -> list[CitedResponse]:
     """``cite_context`` for several answers in one padded attribution batch."""
     converted = [_sources(one) for one in items]
-    cited = attributor.cite_batch(queries, [s for _, s in converted], answers, max_sources, relative_threshold,
-                                  evidence)
+    cited = attributor.cite_batch(queries, [s for _, s in converted], answers, max_passages, relative_threshold,
+                                  evidence_model)
     for response, (positions, _) in zip(cited, converted):
         for citation in response.citations:
-            for source in citation.sources:
+            for source in citation.passages:
                 source.index = positions[source.index]
+                source.number = source.index + 1
         response.formatted = render(response.response, response.citations)
     return cited

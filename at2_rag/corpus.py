@@ -13,19 +13,19 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 
 from .attributor import AT2Attributor
 from .results import Citation
-from .sources import Source
+from .passages import Passage
 
 
 class AttributionRecord(BaseModel):
-    """One input line: a query, its sources and optionally the response to attribute (absent: generated)."""
+    """One input line: a query, its passages and optionally the response to attribute (absent: generated)."""
 
     id: str
     query: str
-    sources: list[Source | str | tuple[str, str]]
+    passages: list[Passage | str | tuple[str, str]] = Field(validation_alias=AliasChoices("passages", "sources"))
     response: str | None = None
 
     @field_validator("id", mode="before")
@@ -33,25 +33,25 @@ class AttributionRecord(BaseModel):
     def _id_text(cls, value):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("sources", mode="before")
+    @field_validator("passages", mode="before")
     @classmethod
-    def _number_sources(cls, value):
-        """Source objects given as dicts without an id are numbered by position, like plain strings."""
+    def _number_passages(cls, value):
+        """Passage objects given as dicts without an id are numbered by position, like plain strings."""
         if isinstance(value, list):
             return [{**item, "id": str(i)} if isinstance(item, dict) and "id" not in item else item
                     for i, item in enumerate(value)]
         return value
 
-    def source_objects(self) -> list[Source]:
-        """Sources as ``Source`` objects; plain strings and (title, text) pairs are numbered by position."""
+    def passage_objects(self) -> list[Passage]:
+        """Passages as ``Passage`` objects; plain strings and (title, text) pairs are numbered by position."""
         out = []
-        for i, item in enumerate(self.sources):
-            if isinstance(item, Source):
+        for i, item in enumerate(self.passages):
+            if isinstance(item, Passage):
                 out.append(item)
             elif isinstance(item, str):
-                out.append(Source(id=str(i), text=item))
+                out.append(Passage(id=str(i), text=item))
             else:
-                out.append(Source(id=str(i), title=item[0], text=item[1]))
+                out.append(Passage(id=str(i), title=item[0], text=item[1]))
         return out
 
 
@@ -61,7 +61,7 @@ class AttributionRecordResult(BaseModel):
     id: str
     response: str
     generated: bool = Field(description="True when this model generated the response (none was given).")
-    source_ids: list[str]
+    passage_ids: list[str]
     scores: list[float] = Field(description="Per source, in input order.")
     sentences: list[tuple[int, int, int]] = Field(description="(source index, start, end) of each source sentence.")
     sentence_scores: list[float]
@@ -115,15 +115,15 @@ def attribute_records(attributor: AT2Attributor, records: Iterable[AttributionRe
 def attribute_record(attributor: AT2Attributor, record: AttributionRecord) -> AttributionRecordResult:
     """Attribute one record (teacher-forced when it carries a response) and cite its sentences."""
     start = time.perf_counter()
-    attribution = attributor.attribute(record.query, record.source_objects(), record.response)
-    cited = attributor.cite_attribution(attribution)
+    attribution = attributor.attribute(record.query, record.passage_objects(), record.response)
+    cited = attributor.pipeline.cite(attribution)
     return AttributionRecordResult(
         id=record.id,
         response=attribution.response,
         generated=record.response is None,
-        source_ids=[s.id for s in attribution.sources],
+        passage_ids=[s.id for s in attribution.passages],
         scores=attribution.scores,
-        sentences=[(s.source_index, s.start, s.end) for s in attribution.sentences],
+        sentences=[(s.passage_index, s.start, s.end) for s in attribution.sentences],
         sentence_scores=attribution.sentence_scores,
         citations=cited.citations,
         formatted=cited.formatted,

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from .attributor import AT2Attributor
 from .evidence import tfidf_similarity
 from .results import CitedResponse
-from .sources import Source
+from .passages import Passage
 from .view import cited_html, page
 
 STAND_IN = "stand-in LLM"
@@ -29,16 +29,16 @@ INVENTED = "It was carved from a single block of green jade."
 class DemoItem(BaseModel):
     label: str
     question: str
-    passages: list[Source]
+    passages: list[Passage]
     answer: str | None
     gold: list[int]
     kind: str
 
 
-def retriever(passages: Sequence[Source]):
+def retriever(passages: Sequence[Passage]):
     """The retriever's score of each passage for a question: MiniLM when it is installed (offline), else TF-IDF."""
     try:
-        from .eval.embeddings import minilm_embedder, question_similarity
+        from .embeddings import minilm_embedder, question_similarity
 
         embed = minilm_embedder()
         return "MiniLM", lambda q, ps: question_similarity(embed, q, [f"{p.title}: {p.text}" for p in ps])
@@ -51,9 +51,9 @@ def hotpot_items(examples) -> list[DemoItem]:
     items = []
     for ex in examples:
         i, j = ex.supporting[0]
-        a, b = ex.sources[i].sentence_spans()[j]
-        fact = ex.sources[i].text[a:b].strip()
-        items.append(DemoItem(label=f"HotpotQA {ex.id}", question=ex.question, passages=ex.sources,
+        a, b = ex.passages[i].sentence_spans()[j]
+        fact = ex.passages[i].text[a:b].strip()
+        items.append(DemoItem(label=f"HotpotQA {ex.id}", question=ex.question, passages=ex.passages,
                               answer=f"{ex.answer_sentence} {fact}", gold=ex.gold, kind="hotpotqa"))
     return items
 
@@ -62,12 +62,12 @@ def rag_items(rag_dir: Path, retrieve, k: int = 4) -> list[DemoItem]:
     """The shared RAG corpus: each question's retrieved top-k paragraphs, its capable-LLM answer, and the first
     answer again with an invented sentence appended (abstention)."""
     corpus = [json.loads(line) for line in (rag_dir / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    sources = [Source(id=str(n), title=row["title"], text=row["text"]) for n, row in enumerate(corpus)]
+    passages = [Passage(id=str(n), title=row["title"], text=row["text"]) for n, row in enumerate(corpus)]
     items = []
     for row in (json.loads(line) for line in (rag_dir / "questions.jsonl").read_text().splitlines() if line.strip()):
-        scores = np.asarray(retrieve(row["question"], sources))
+        scores = np.asarray(retrieve(row["question"], passages))
         top = sorted(np.argsort(-scores, kind="stable")[:k].tolist())
-        passages = [sources[i] for i in top]
+        passages = [passages[i] for i in top]
         gold = [n for n, p in enumerate(passages) if p.title in row["gold_titles"]]
         items.append(DemoItem(label="shared RAG corpus", question=row["question"], passages=passages,
                               answer=row["answer"], gold=gold, kind="rag"))
@@ -90,21 +90,21 @@ def table(item: DemoItem, cited: CitedResponse, kept: list[int], ranking: list[f
     ret_rank = {i: r + 1 for r, i in enumerate(np.argsort(-np.asarray(retriever_scores), kind="stable"))}
     lines = [f"Q: {item.question}   [{item.label}; answer by {drafter}]",
              f"  {'':4} {'fused':>5} {'AT2':>4} {retriever_name[:6]:>6}  passage"]
-    for i in sorted(range(len(att.sources)), key=lambda k: -ranking[k]):
+    for i in sorted(range(len(att.passages)), key=lambda k: -ranking[k]):
         mark = "kept" if i in kept else "    "
         gold = " (gold)" if i in item.gold else ""
         fused = sorted(range(len(ranking)), key=lambda k: -ranking[k]).index(i) + 1
-        lines.append(f"  {mark:4} {fused:>5} {at2_rank[i]:>4} {ret_rank[i]:>6}  [{i + 1}] {att.sources[i].title}{gold}")
+        lines.append(f"  {mark:4} {fused:>5} {at2_rank[i]:>4} {ret_rank[i]:>6}  [{i + 1}] {att.passages[i].title}{gold}")
     lines.append(f"  {'support':>7}  answer sentence -> citation")
     for c in cited.citations:
-        if c.supported and c.sources:
-            best = c.sources[0]
+        if c.supported and c.passages:
+            best = c.passages[0]
             cite = f"[{best.index + 1}] \"{_clip(best.quote, 70)}\""
         else:
             cite = "UNSUPPORTED"
         lines.append(f"  {c.support:>7.2f}  {_clip(c.sentence, 60)}")
         lines.append(f"  {'':>7}    -> {cite}")
-    lines.append(f"  time {seconds:.1f} s (one pass over {len(att.sources)} passages, "
+    lines.append(f"  time {seconds:.1f} s (one pass over {len(att.passages)} passages, "
                  f"{att.timings.get('forward_s', att.timings.get('generate_s', 0.0)):.1f} s of it the model)")
     return "\n".join(lines)
 
@@ -123,16 +123,16 @@ def run(attributor: AT2Attributor, items: Sequence[DemoItem], retrieve, retrieve
         scores = np.asarray(retrieve(item.question, item.passages), dtype=float).tolist()
         attribution = attributor.attribute(item.question, item.passages, response=answer)
         kind = "llm" if answer is not None else "attributor"
-        pruned = attributor.prune_attribution(attribution, top_k=min(top_k, len(item.passages)),
-                                              retriever_scores=scores, drafter=kind)
-        cited = attributor.cite_attribution(attribution)
+        pruned = attributor.pipeline.prune(attribution, top_n=min(top_k, len(item.passages)),
+                                           retriever_scores=scores, drafter=kind)
+        cited = attributor.pipeline.cite(attribution)
         seconds = time.perf_counter() - start
-        print(table(item, cited, pruned.indices, pruned.scores, scores, retriever_name, drafter, seconds), flush=True)
+        print(table(item, cited, pruned.indices, pruned.ranking, scores, retriever_name, drafter, seconds), flush=True)
         print(flush=True)
-        fragments.append(cited_html(cited, kept=pruned.indices, ranking=pruned.scores, retriever_scores=scores,
+        fragments.append(cited_html(cited, kept=pruned.indices, ranking=pruned.ranking, retriever_scores=scores,
                                     title=f"{item.question} — {item.label}; answer by {drafter}"))
         summary.append({"question": item.question, "label": item.label, "kept": pruned.indices, "gold": item.gold,
-                        "cited": sorted({s.index for c in cited.citations for s in c.sources}),
+                        "cited": sorted({s.index for c in cited.citations for s in c.passages}),
                         "unsupported": cited.unsupported, "seconds": seconds})
     html_out.parent.mkdir(parents=True, exist_ok=True)
     html_out.write_text(page(fragments, "at2-rag demo: your LLM answers, at2-rag prunes and cites"), encoding="utf-8")

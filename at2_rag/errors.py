@@ -6,7 +6,7 @@ class AT2Error(Exception):
 
 
 class InvalidInputError(AT2Error, ValueError, TypeError):
-    """An argument has the wrong type or value (a str where a list of sources is expected, top_k=2.5, ...).
+    """An argument has the wrong type or value (a str where a list of passages is expected, top_k=2.5, ...).
 
     Raised before any model work; it is both a ``ValueError`` and a ``TypeError`` so either ``except`` works.
     """
@@ -24,7 +24,7 @@ class ContextTooLongError(AT2Error, ValueError):
         self.limit = limit
         super().__init__(
             f"prompt and response take {n_tokens} tokens but the model's window is {limit}; "
-            + (detail or "pass fewer or shorter sources, or truncate=True to cut the longest sources to fit")
+            + (detail or "pass fewer or shorter passages, or truncate=True to cut the longest passages to fit")
         )
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .logistic import LogisticModel
+
 Embedder = Callable[[list[str]], np.ndarray]  # texts -> [n, dim] L2-normalised rows
 
 AT2_COMPONENTS = ("at2_z", "at2_share")
@@ -30,7 +32,7 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 def tfidf_similarity(queries: Sequence[str], documents: Sequence[str]) -> np.ndarray:
     """``[queries, documents]`` cosine similarity of TF-IDF vectors, IDF taken from ``documents`` alone
-    (the retrieved sources are the corpus: nothing outside the request is needed)."""
+    (the retrieved passages are the corpus: nothing outside the request is needed)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english", token_pattern=r"(?u)\b\w+\b")
@@ -44,92 +46,46 @@ def tfidf_similarity(queries: Sequence[str], documents: Sequence[str]) -> np.nda
 def components(
     query: str,
     response_sentences: Sequence[str],
-    source_sentences: Sequence[str],
+    passage_sentences: Sequence[str],
     at2_scores: np.ndarray,
     embed: Embedder | None = None,
 ) -> dict[str, np.ndarray]:
     """Every component, each ``[response sentences, source sentences]``.
 
-    ``source_sentences`` should carry their source's title ("Title: sentence"): questions name entities.
+    ``passage_sentences`` should carry their source's title ("Title: sentence"): questions name entities.
     """
     at2_scores = np.asarray(at2_scores, dtype=float)
     positive = np.clip(at2_scores, 0, None).sum(-1, keepdims=True)
     out = {"at2_z": zscore(at2_scores), "at2_share": at2_scores / np.where(positive > 0, positive, 1.0)}
     qa = [f"{query} {sentence}" for sentence in response_sentences]
-    out["lex_qa"] = tfidf_similarity(qa, source_sentences)
-    out["lex_a"] = tfidf_similarity(list(response_sentences), source_sentences)
+    out["lex_qa"] = tfidf_similarity(qa, passage_sentences)
+    out["lex_a"] = tfidf_similarity(list(response_sentences), passage_sentences)
     out["lex_qa_z"], out["lex_a_z"] = zscore(out["lex_qa"]), zscore(out["lex_a"])
     if embed is not None:
-        vectors = np.asarray(embed([*qa, *source_sentences]), dtype=float)
+        vectors = np.asarray(embed([*qa, *passage_sentences]), dtype=float)
         out["emb_qa"] = vectors[: len(qa)] @ vectors[len(qa) :].T
         out["emb_qa_z"] = zscore(out["emb_qa"])
     return out
 
 
-class EvidenceModel(BaseModel):
+class EvidenceModel(LogisticModel):
     """A logistic model over named components, with its abstention threshold (all fit on train rows)."""
 
     name: str = Field(description="'at2' (AT2 components only), 'hybrid' (AT2 + lexical) or 'hybrid-embedding'.")
-    components: list[str]
-    mean: list[float]
-    scale: list[float]
-    weights: list[float]
-    bias: float
     threshold: float = Field(description="Least top-sentence probability for a response sentence to count as "
                              "supported (calibrated for >= 80% precision on train rows).")
     answer_floor: float = Field(default=0.0, description="Least TF-IDF similarity between the response sentence "
-                                "alone and its closest source sentence: a claim whose words appear nowhere in the "
+                                "alone and its closest passage sentence: a claim whose words appear nowhere in the "
                                 "context is not supported, however the question matches (calibrated on train).")
     metrics: dict[str, float] = Field(default_factory=dict, description="Train-split numbers from calibration.")
 
     @property
     def needs_embedding(self) -> bool:
-        return any(c in EMBEDDING_COMPONENTS for c in self.components)
+        return any(c in EMBEDDING_COMPONENTS for c in self.inputs)
 
     def supported(self, probabilities: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
         """Per response sentence: best evidence over the threshold and its words found in the context."""
         return (probabilities.max(-1) >= self.threshold) & (values["lex_a"].max(-1) >= self.answer_floor)
-
-    def predict(self, values: dict[str, np.ndarray]) -> np.ndarray:
-        """Probability per (response sentence, source sentence)."""
-        stacked = np.stack([values[c] for c in self.components], -1)
-        z = (stacked - np.asarray(self.mean)) / np.asarray(self.scale)
-        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
-
-
-def fit_evidence_model(name: str, names: Sequence[str], rows: Sequence[dict[str, np.ndarray]],
-                       labels: Sequence[np.ndarray], precision: float = 0.8, c: float = 1.0) -> EvidenceModel:
-    """Fit on rows of components (each ``[targets, sentences]``) and 0/1 supporting-fact labels of the same shape;
-    then choose the threshold: the lowest top-sentence probability at which the top sentence is a supporting
-    fact with at least ``precision`` (on these rows)."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.concatenate([np.stack([r[n] for n in names], -1).reshape(-1, len(names)) for r in rows])
-    y = np.concatenate([np.asarray(lab).reshape(-1) for lab in labels]).astype(int)
-    mean, scale = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
-    model = LogisticRegression(C=c, max_iter=1000).fit((x - mean) / scale, y)
-    fitted = EvidenceModel(name=name, components=list(names), mean=mean.tolist(), scale=scale.tolist(),
-                           weights=model.coef_[0].tolist(), bias=float(model.intercept_[0]), threshold=0.0)
-    tops, hits = [], []
-    for r, lab in zip(rows, labels):
-        prob = fitted.predict(r)
-        best = prob.argmax(-1)
-        tops.extend(prob.max(-1).tolist())
-        hits.extend(np.asarray(lab)[np.arange(len(best)), best].tolist())
-    fitted.threshold = abstention_threshold(np.asarray(tops), np.asarray(hits, dtype=bool), precision)
-    return fitted
-
-
-def abstention_threshold(top_scores: np.ndarray, hits: np.ndarray, precision: float = 0.8) -> float:
-    """Lowest threshold t such that among items with score >= t, the hit rate is at least ``precision`` (the
-    deepest such cut; a shallower cut may dip below it). Falls back to the highest score when none reaches it."""
-    order = np.argsort(-top_scores, kind="stable")
-    cumulative = np.cumsum(hits[order]) / np.arange(1, len(order) + 1)
-    ok = cumulative >= precision
-    if not ok.any():
-        return float(top_scores.max()) if len(top_scores) else 1.0
-    last = len(ok) - 1 - int(np.argmax(ok[::-1]))  # the deepest cut that still meets the precision
-    return float(top_scores[order[last]])
 
 
 class FusionModel(BaseModel):

@@ -1,4 +1,4 @@
-"""Run the model over (query, sources[, response]) and collect AT2 features per response sentence, for
+"""Run the model over (query, passages[, response]) and collect AT2 features per response sentence, for
 passages and for the sentences inside them, from one capture."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from .attention import DEFAULT_FAMILIES, FeatureCapture, parse_families
 from .errors import ContextTooLongError, EmptyInputError
 from .lm import LanguageModel
-from .prompts import PromptLayout, PromptTemplate, build_prompt, encode_plain, source_sentences
-from .sources import Source
+from .prompts import PromptLayout, PromptTemplate, build_prompt, encode_plain, passage_sentences
+from .passages import Passage
 from .targets import Target, span_target, split_targets, token_char_ends
 
 LEVELS = ("passage", "sentence")
@@ -22,21 +22,21 @@ LEVELS = ("passage", "sentence")
 
 @dataclass
 class AttributionJob:
-    """Everything a scorer may need about one (query, sources, response).
+    """Everything a scorer may need about one (query, passages, response).
 
-    ``level`` says which units scorers see: the sources themselves ('passage') or the sentences inside
+    ``level`` says which units scorers see: the passages themselves ('passage') or the sentences inside
     them ('sentence'); ``at_level`` switches views of the same captured pass.
     """
 
     lm: LanguageModel
     query: str
-    sources: list[Source]
+    passages: list[Passage]
     layout: PromptLayout
     template: PromptTemplate
     response_ids: list[int]
     response: str
     targets: list[Target]
-    passage_token_features: torch.Tensor  # [response tokens, sources, families * layers * heads], float32
+    passage_token_features: torch.Tensor  # [response tokens, passages, families * layers * heads], float32
     sentence_token_features: torch.Tensor  # [response tokens, sentences, families * layers * heads], float32
     response_attention: torch.Tensor | None = None  # [response tokens, layers * heads]: attention on the answer so far
     token_logprobs: torch.Tensor | None = None  # [response tokens]: log p(token | context, answer so far)
@@ -50,11 +50,11 @@ class AttributionJob:
     @property
     def sentences(self) -> list[tuple[int, int, int]]:
         """Every sentence of every source: (source index, char start, char end) in that source's text."""
-        return source_sentences(self.sources)
+        return passage_sentences(self.passages)
 
     @property
     def num_units(self) -> int:
-        return len(self.sources) if self.level == "passage" else self.sentence_token_features.shape[1]
+        return len(self.passages) if self.level == "passage" else self.sentence_token_features.shape[1]
 
     @property
     def token_features(self) -> torch.Tensor:
@@ -90,42 +90,42 @@ class AttributionJob:
         return dataclasses.replace(self, level=level)
 
 
-def fit_layout(lm: LanguageModel, query: str, sources: list[Source], template: PromptTemplate, reserve: int,
-               truncate: bool) -> tuple[PromptLayout, list[Source], bool]:
-    """Build the prompt; if it overflows the window, raise, or (``truncate``) trim the longest sources to fit.
+def fit_layout(lm: LanguageModel, query: str, passages: list[Passage], template: PromptTemplate, reserve: int,
+               truncate: bool) -> tuple[PromptLayout, list[Passage], bool]:
+    """Build the prompt; if it overflows the window, raise, or (``truncate``) trim the longest passages to fit.
 
-    Returns the layout, the sources as the model reads them, and whether any was trimmed. Every trimming
+    Returns the layout, the passages as the model reads them, and whether any was trimmed. Every trimming
     step shortens a source, so this ends; when trimming cannot help, it raises ``ContextTooLongError``.
     """
-    layout = build_prompt(lm.tokenizer, query, sources, template=template)
+    layout = build_prompt(lm.tokenizer, query, passages, template=template)
     limit = lm.max_context
     trimmed = False
     while len(layout) + reserve > limit:
         if not truncate:
             raise ContextTooLongError(len(layout) + reserve, limit)
         lengths = [b - a for a, b in layout.token_spans]
-        index = max(range(len(sources)), key=lengths.__getitem__)
-        text = sources[index].text
+        index = max(range(len(passages)), key=lengths.__getitem__)
+        text = passages[index].text
         _, offsets = encode_plain(lm.tokenizer, text)
         keep_tokens = max(1, len(offsets) - (len(layout) + reserve - limit) - 8)
         cut = text[: offsets[keep_tokens - 1][1]] if offsets else text
         if len(cut) >= len(text) or not cut.strip():
             raise ContextTooLongError(
                 len(layout) + reserve, limit,
-                "trimming sources cannot make it fit (the query and response alone are too long); "
+                "trimming passages cannot make it fit (the query and response alone are too long); "
                 "shorten the query or the response",
             )
-        sources = list(sources)
-        sources[index] = sources[index].model_copy(update={"text": cut})
+        passages = list(passages)
+        passages[index] = passages[index].model_copy(update={"text": cut})
         trimmed = True
-        layout = build_prompt(lm.tokenizer, query, sources, template=template)
-    return layout, sources, trimmed
+        layout = build_prompt(lm.tokenizer, query, passages, template=template)
+    return layout, passages, trimmed
 
 
 def collect(
     lm: LanguageModel,
     queries: Sequence[str],
-    sources: Sequence[list[Source]],
+    passages: Sequence[list[Passage]],
     responses: Sequence[str | None] | None = None,
     template: PromptTemplate | None = None,
     max_new_tokens: int = 64,
@@ -144,7 +144,7 @@ def collect(
     template = template or PromptTemplate()
     responses = list(responses) if responses is not None else [None] * len(queries)
     layouts, response_ids, fitted, trimmed, ends = [], [], [], [], []
-    for query, srcs, response in zip(queries, sources, responses):
+    for query, srcs, response in zip(queries, passages, responses):
         if response is not None and not response.strip():
             raise EmptyInputError("the response to attribute is empty")
         ids, offsets = encode_plain(lm.tokenizer, response) if response is not None else (None, [])

@@ -1,9 +1,9 @@
-"""Prompt assembly: render (query, sources) with the chat template and locate every source, and every
+"""Prompt assembly: render (query, passages) with the chat template and locate every source, and every
 sentence inside it, in characters and tokens.
 
 Sources nest: each passage is split into sentences, and the layout records both levels, so one forward
 pass yields passage and sentence features. An ablation can remove whole passages or single sentences.
-User text (query, titles, sources) is tokenized as plain text: a retrieved document that contains
+User text (query, titles, passages) is tokenized as plain text: a retrieved document that contains
 ``<|im_end|>`` reads those characters, it cannot close the user turn.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from .sources import Source
+from .passages import Passage
 
 
 class PromptTemplate(BaseModel):
@@ -42,9 +42,9 @@ class PromptTemplate(BaseModel):
     ]
 
 
-def source_sentences(sources: Sequence[Source]) -> list[tuple[int, int, int]]:
+def passage_sentences(passages: Sequence[Passage]) -> list[tuple[int, int, int]]:
     """Every sentence of every source, flattened in order: ``(source index, char start, char end)`` in its text."""
-    return [(i, a, b) for i, source in enumerate(sources) for a, b in source.sentence_spans()]
+    return [(i, a, b) for i, source in enumerate(passages) for a, b in source.sentence_spans()]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class PromptLayout:
     """A rendered prompt: its text, token ids, and where each kept source and sentence sits in both.
 
     ``source_indices[k]`` is the source index of the k-th kept passage, ``sentence_indices[k]`` the flat
-    sentence index (into ``source_sentences``) of the k-th kept sentence. Passage spans include the
+    sentence index (into ``passage_sentences``) of the k-th kept sentence. Passage spans include the
     document header (title); sentence spans cover the sentence text only.
     """
 
@@ -99,11 +99,11 @@ def _render_source(text: str, sentences: list[tuple[int, int, int]], kept: Colle
     return "".join(parts), spans
 
 
-def _render_context(sources: Sequence[Source], keep: Sequence[int], kept_sentences: Collection[int] | None,
+def _render_context(passages: Sequence[Passage], keep: Sequence[int], kept_sentences: Collection[int] | None,
                     template: PromptTemplate) -> tuple[str, list[int], list, list[int], list]:
     """Context text; kept source indices with char spans (header included); kept sentences with char spans."""
     by_source: dict[int, list[tuple[int, int, int]]] = {}
-    for flat, (i, a, b) in enumerate(source_sentences(sources)):
+    for flat, (i, a, b) in enumerate(passage_sentences(passages)):
         by_source.setdefault(i, []).append((flat, a, b))
     parts: list[str] = []
     pos = 0
@@ -111,11 +111,11 @@ def _render_context(sources: Sequence[Source], keep: Sequence[int], kept_sentenc
     for index in keep:
         sentences = by_source[index]
         chosen = {flat for flat, _, _ in sentences} if kept_sentences is None else kept_sentences
-        body, inner = _render_source(sources[index].text, sentences, chosen)
+        body, inner = _render_source(passages[index].text, sentences, chosen)
         if not inner:
             continue
         lead = template.separator if parts else ""
-        header = template.header.format(n=len(kept_sources) + 1, title=sources[index].title or "").replace(" \n", "\n")
+        header = template.header.format(n=len(kept_sources) + 1, title=passages[index].title or "").replace(" \n", "\n")
         block_start = pos + len(lead)
         text_start = block_start + len(header)
         parts.append(lead + header + body)
@@ -176,16 +176,16 @@ def encode_chat(tokenizer, template: PromptTemplate, user: str) -> tuple[str, li
 def build_prompt(
     tokenizer,
     query: str,
-    sources: Sequence[Source],
+    passages: Sequence[Passage],
     keep: Sequence[int] | None = None,
     template: PromptTemplate | None = None,
     keep_sentences: Collection[int] | None = None,
 ) -> PromptLayout:
-    """Render the prompt with the sources in ``keep`` (all by default, in order) and, within them, the
-    sentences in ``keep_sentences`` (flat indices of ``source_sentences``; all by default)."""
+    """Render the prompt with the passages in ``keep`` (all by default, in order) and, within them, the
+    sentences in ``keep_sentences`` (flat indices of ``passage_sentences``; all by default)."""
     template = template or PromptTemplate()
-    keep = list(range(len(sources))) if keep is None else list(keep)
-    context, kept, spans, kept_sent, sent_spans = _render_context(sources, keep, keep_sentences, template)
+    keep = list(range(len(passages))) if keep is None else list(keep)
+    context, kept, spans, kept_sent, sent_spans = _render_context(passages, keep, keep_sentences, template)
     user = (context + template.separator if context else "") + template.instruction.format(query=query.strip())
     text, ids, offsets, shift = encode_chat(tokenizer, template, user)
     char_spans = [(a + shift, b + shift) for a, b in spans]

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .ablation import DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS, check_choice, target_values
+from .ablation import DEFAULT_METHOD, DEFAULT_OBJECTIVE, METHODS, OBJECTIVES, check_choice, target_values
 from .attention import parse_families
 from .coefficients import Coefficients
 from .errors import CoefficientMismatchError
@@ -17,7 +17,7 @@ from .features import AttributionJob
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Anything with a ``name`` and ``score(job) -> ndarray[targets, sources]``."""
+    """Anything with a ``name`` and ``score(job) -> ndarray[targets, passages]``."""
 
     name: str
 
@@ -85,21 +85,21 @@ class ESMScorer:
 
     Masks come from one seeded stream, so ESM-32's masks are the first 32 of ESM-128's: with a shared
     ``ablate`` cache (see ``eval.attribution.AblationCache``) the larger budgets reuse the smaller ones' passes.
-    ``mask_stream='contextcite'`` draws ContextCite's own masks for the seed; with ``target`` the paper's and
+    ``mask_stream='contextcite'`` draws ContextCite's own masks for the seed; with ``objective`` the paper's and
     ``method='mask'`` it is ContextCite's estimator (its scores are these times the target's token count).
     """
 
     families: tuple[str, ...] = ()
 
     def __init__(self, n_ablations: int = 32, keep_prob: float = 0.5, alpha: float = 0.01, seed: int = 0,
-                 batch_size: int | None = None, target: str = DEFAULT_TARGET, method: str = DEFAULT_METHOD,
+                 batch_size: int | None = None, objective: str = DEFAULT_OBJECTIVE, method: str = DEFAULT_METHOD,
                  mask_stream: str = "at2-rag"):
         self.n_ablations = n_ablations
         self.keep_prob = keep_prob
         self.alpha = alpha
         self.seed = seed
         self.batch_size = batch_size
-        self.target = check_choice(target, TARGETS, "target")
+        self.objective = check_choice(objective, OBJECTIVES, "objective")
         self.method = check_choice(method, METHODS, "ablation method")
         self.mask_stream = mask_stream
         self.name = f"esm-{n_ablations}"
@@ -111,7 +111,7 @@ class ESMScorer:
 
         masks = random_masks(job.num_units, self.n_ablations, self.keep_prob, self.seed, self.mask_stream)
         outputs = ablate(masks) if ablate is not None else ablation_outputs(
-            job, masks, batch_size=self.batch_size, target=self.target, method=self.method)
+            job, masks, batch_size=self.batch_size, objective=self.objective, method=self.method)
         return lasso_surrogate(masks, outputs, self.alpha)
 
 
@@ -121,15 +121,15 @@ class GradientScorer:
     name = "gradient"
     families: tuple[str, ...] = ()
 
-    def __init__(self, target: str = DEFAULT_TARGET):
-        self.target = check_choice(target, TARGETS, "target")
+    def __init__(self, objective: str = DEFAULT_OBJECTIVE):
+        self.objective = check_choice(objective, OBJECTIVES, "objective")
 
     def score(self, job: AttributionJob) -> np.ndarray:
         logprobs, embeds = job.lm.response_logprobs([job.layout.input_ids], [job.response_ids], grad_embeddings=True)
         scores = np.zeros((len(job.targets), job.num_units))
         indices, spans = job.layout.spans(job.level)
         for t, target in enumerate(job.targets):
-            value = target_values(logprobs[:, target.token_start : target.token_end], self.target).sum()
+            value = target_values(logprobs[:, target.token_start : target.token_end], self.objective).sum()
             (grad,) = torch.autograd.grad(value, embeds, retain_graph=t + 1 < len(job.targets))
             saliency = (grad * embeds).sum(-1)[0].detach()
             for unit, (a, b) in zip(indices, spans):
@@ -137,7 +137,7 @@ class GradientScorer:
         return scores
 
 
-def make_scorer(name: str, coefficients: Coefficients | None = None, target: str = DEFAULT_TARGET) -> Scorer:
+def make_scorer(name: str, coefficients: Coefficients | None = None, objective: str = DEFAULT_OBJECTIVE) -> Scorer:
     """Build a scorer from its name: ``at2`` (with ``coefficients``), ``average-attention``, ``gradient`` or
     ``esm-N`` (the last two fit or differentiate ``target``)."""
     if name == "at2":
@@ -147,7 +147,7 @@ def make_scorer(name: str, coefficients: Coefficients | None = None, target: str
     if name == "average-attention":
         return AverageAttentionScorer()
     if name == "gradient":
-        return GradientScorer(target)
+        return GradientScorer(objective)
     if name.startswith("esm-") and name[4:].isdigit():
-        return ESMScorer(n_ablations=int(name[4:]), target=target)
+        return ESMScorer(n_ablations=int(name[4:]), objective=objective)
     raise ValueError(f"unknown scorer {name!r}; choose at2, average-attention, gradient or esm-N")

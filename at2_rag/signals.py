@@ -15,23 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
-
 from .prompts import build_prompt
-
-
-class SentenceSignals(BaseModel):
-    """Model-derived signals of one answer sentence (means over its tokens)."""
-
-    lookback: list[float] = Field(description="Lookback ratio per head, index ``layer * heads + head``.")
-    source_attention: float = Field(description="Mean attention mass on the sources, over heads and tokens.")
-    logprob_mean: float = Field(description="Mean log p(token | context, answer so far).")
-    logprob_min: float
-    entropy_mean: float = Field(description="Mean entropy (nats) of the next-token distribution.")
-    no_context_logprob_mean: float | None = Field(
-        default=None, description="Mean log p(token | question, answer so far), without the sources.")
-    pmi_mean: float | None = Field(default=None, description="Mean of log p with context - log p without.")
-    pmi_min: float | None = None
+from .results import SentenceSignals
 
 
 def lookback_ratios(job) -> np.ndarray:
@@ -54,7 +39,7 @@ def no_context_logprobs(lm, queries: Sequence[str], response_ids: Sequence[Seque
 
 
 def sentence_signals(job, no_context: np.ndarray | None = None) -> list[SentenceSignals]:
-    """Signals of every target sentence of ``job`` (``no_context``: per-token log-probs without the sources)."""
+    """Signals of every target sentence of ``job`` (``no_context``: per-token log-probs without the passages)."""
     ratios = lookback_ratios(job)
     width = job.lm.num_layers * job.lm.num_heads
     attention = job.passage_token_features[..., :width].sum(1).mean(-1).cpu().numpy()

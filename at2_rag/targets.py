@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from .errors import InvalidInputError
-from .sources import sentence_spans
+from .passages import sentence_spans
 
 
 class Target(BaseModel):

@@ -57,24 +57,24 @@ def check_float(value: Any, what: str, low: float | None = None, high: float | N
     return float(value)
 
 
-def check_batch(queries: Any, sources: Any, responses: Any) -> tuple[list, list, list]:
+def check_batch(queries: Any, passages: Any, responses: Any) -> tuple[list, list, list]:
     """Three parallel lists of one length (``responses`` may be None: generate every answer)."""
-    queries, sources = check_list(queries, "queries"), check_list(sources, "sources (one list per query)")
+    queries, passages = check_list(queries, "queries"), check_list(passages, "passages (one list per query)")
     responses = [None] * len(queries) if responses is None else check_list(responses, "responses")
-    if not (len(queries) == len(sources) == len(responses)):
-        raise InvalidInputError(f"queries, sources and responses must have one length, not "
-                                f"{len(queries)}, {len(sources)} and {len(responses)}")
+    if not (len(queries) == len(passages) == len(responses)):
+        raise InvalidInputError(f"queries, passages and responses must have one length, not "
+                                f"{len(queries)}, {len(passages)} and {len(responses)}")
     if not queries:
         raise EmptyInputError("no queries given")
-    return queries, sources, responses
+    return queries, passages, responses
 
 
-def check_prune(top_k: Any, threshold: Any, max_tokens: Any) -> None:
-    check_int(top_k, "top_k")
+def check_prune(top_n: Any, threshold: Any, max_tokens: Any) -> None:
+    check_int(top_n, "top_n")
     check_float(threshold, "threshold")
     check_int(max_tokens, "max_tokens")
 
 
-def check_cite(max_sources: Any, relative_threshold: Any) -> None:
-    check_int(max_sources, "max_sources", allow_none=False)
+def check_cite(max_passages: Any, relative_threshold: Any) -> None:
+    check_int(max_passages, "max_passages", allow_none=False)
     check_float(relative_threshold, "relative_threshold", 0.0, 1.0, allow_none=False)

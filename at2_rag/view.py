@@ -5,9 +5,13 @@ person reads, and that notebooks render inline (``CitedResponse._repr_html_``).
 - unsupported sentences marked (support on hover), with the unsupported words inside them highlighted;
 - hovering or clicking an answer sentence lights up the sentences it cites; without JS, ``[n]`` still jumps
   to the cited sentence and CSS ``:target`` highlights it;
-- source sentences shaded by AT2's score, max-normalised per answer, with a legend;
+- the cited sentences marked inside their passages (the primary signal); with compression, the dropped
+  sentences struck through; each answer sentence's support printed beside it;
 - passages in ranking order (fused with the retriever's when given), kept or pruned, with AT2's and the
-  retriever's ranks.
+  retriever's ranks; the legend lists only what appears.
+
+``attribution_html`` renders a bare ``Attribution`` (sentences shaded by AT2's score: there is no citation
+to mark), ``compressed_html`` a ``CompressedContext``. This module imports nothing from ``results``.
 
 Every piece of user text is escaped: a ``<script>`` inside a passage or an answer renders as text.
 """
@@ -17,8 +21,11 @@ from __future__ import annotations
 import html
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .results import CitedResponse
+if TYPE_CHECKING:
+    from .results import Attribution, CitedResponse, CompressedContext
+
 
 STYLE = """
 .at2v{font:15px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;color:#1d2430;display:grid;gap:1rem;
@@ -41,7 +48,11 @@ STYLE = """
 .at2v .tag{font-size:.72rem;border-radius:.6rem;padding:0 .45rem;background:#e7ecf3;white-space:nowrap}
 .at2v .tag.kept{background:#d7f0dd;color:#1e6b34}.at2v .tag.pruned{background:#eee;color:#666}
 .at2v .ps{border-radius:.2rem;padding:0 .05rem}
+.at2v .ps.cit{background:#fde7b0;border-bottom:2px solid #e0a526}
+.at2v .ps.drop{color:#9aa3ad;text-decoration:line-through}
 .at2v .ps.lit,.at2v .ps:target{outline:2px solid #e67e22;background:#ffe0b3!important}
+.at2v .sup{font-size:.72rem;color:#6b7280;margin-left:.2rem}
+.at2v .key{display:inline-block;padding:0 .3rem;border-radius:.2rem}
 .at2v .legend{display:flex;align-items:center;gap:.4rem;font-size:.78rem;color:#555;margin-top:.6rem;flex-wrap:wrap}
 .at2v .bar{width:8rem;height:.6rem;border-radius:.3rem;background:linear-gradient(90deg,rgba(46,134,222,0),
  rgba(46,134,222,.6))}
@@ -80,74 +91,169 @@ def _marked(text: str, start: int, spans: Sequence[tuple[int, int]]) -> str:
     return "".join(pieces)
 
 
+def _passages(att: Attribution, uid: str, order: Sequence[int], sentence_class, sentence_title, tags) -> str:
+    """Each passage (in ``order``) with its sentences wrapped: ``sentence_class(j)`` -> (css class, inline style),
+    ``sentence_title(j)`` -> hover text, ``tags(i)`` -> (passage css state, tag html)."""
+    by_passage: dict[int, list[int]] = {}
+    for j, sentence in enumerate(att.sentences):
+        by_passage.setdefault(sentence.passage_index, []).append(j)
+    out = []
+    for i in order:
+        passage = att.passages[i]
+        text, parts, pos = passage.text, [], 0
+        for j in by_passage.get(i, []):
+            s = att.sentences[j]
+            cls, style = sentence_class(j)
+            parts.append(html.escape(text[pos : s.start]))
+            parts.append(f'<span class="ps {cls}" id="{uid}-p{i}-s{j}"{style} title="{html.escape(sentence_title(j))}">'
+                         f"{html.escape(text[s.start : s.end])}</span>")
+            pos = s.end
+        parts.append(html.escape(text[pos:]))
+        state, tag_html = tags(i)
+        heading = f"<b>[{i + 1}]</b> {html.escape(passage.title)}" if passage.title else f"<b>[{i + 1}]</b>"
+        out.append(f'<div class="p {state}" id="{uid}-p{i}"><div class="ph">{heading}{tag_html}</div>'
+                   f'{"".join(parts)}</div>')
+    return "".join(out)
+
+
+def _legend(entries: Sequence[str]) -> str:
+    return f'<div class="legend">{" · ".join(entries)}</div>' if entries else ""
+
+
 def cited_html(cited: CitedResponse, kept: Sequence[int] | None = None, ranking: Sequence[float] | None = None,
                retriever_scores: Sequence[float] | None = None, title: str | None = None,
-               uid: str | None = None) -> str:
+               compressed: CompressedContext | None = None, uid: str | None = None) -> str:
     """The fragment for one cited answer. ``kept``: indices of passages kept by pruning (others are shown as
     pruned); ``ranking``: the scores passages are listed by (default AT2's); ``retriever_scores`` adds the
-    retriever's rank."""
+    retriever's rank; ``compressed``: sentences it dropped are struck through."""
     uid = uid or f"at2v-{uuid.uuid4().hex[:8]}"
     att = cited.attribution
     ranking = list(ranking) if ranking is not None else list(att.scores)
     at2_rank = _ranks(att.scores)
     retriever_rank = _ranks(list(retriever_scores)) if retriever_scores is not None else None
-    by_source: dict[int, list[int]] = {}
-    for j, sentence in enumerate(att.sentences):
-        by_source.setdefault(sentence.source_index, []).append(j)
-    positive = [s for s in att.sentence_scores if s > 0]
-    top = max(positive) if positive else 0.0
-
-    def sid(j: int) -> str:
-        return f"{uid}-p{att.sentences[j].source_index}-s{j}"
+    cited_by: dict[int, list[int]] = {}
+    for t, c in enumerate(cited.citations):
+        for p in c.passages:
+            for s in p.sentences:
+                cited_by.setdefault(s.index, []).append(t)
+    kept_sentences = None
+    if compressed is not None:
+        owner = {(k.passage_index, k.start) for k in compressed.kept}
+        kept_sentences = {j for j, s in enumerate(att.sentences) if (s.passage_index, s.start) in owner}
 
     answer, cursor = [], 0
     for t, c in enumerate(cited.citations):
         answer.append(html.escape(cited.response[cursor : c.start]))
-        cites = [sid(s.index) for src in c.sources for s in src.sentences]
-        tip = f"support {c.support:.2f}" + ("" if c.supported else " · unsupported by the passages")
+        cites = [f"{uid}-p{s_.passage_index}-s{s.index}" for src in c.passages for s in src.sentences
+                 for s_ in [att.sentences[s.index]]]
+        support = "" if c.support is None else f"support {c.support:.2f}"
+        tip = support + ("" if c.supported else " · unsupported by the passages")
         cls = "s" if c.supported else "s uns"
         answer.append(f'<span class="{cls}" id="{uid}-a{t}" data-cites="{" ".join(cites)}" title="{tip}" '
                       f'tabindex="0">{_marked(c.sentence, c.start, c.unsupported_spans)}</span>')
-        for src in sorted(c.sources, key=lambda s: s.index):
-            target = sid(src.sentences[0].index) if src.sentences else f"{uid}-p{src.index}"
-            answer.append(f'<a class="m" href="#{target}" title="{html.escape(src.quote)}">[{src.index + 1}]</a>')
+        for src in sorted(c.passages, key=lambda p: p.number):
+            target = f"{uid}-p{src.index}-s{src.sentences[0].index}" if src.sentences else f"{uid}-p{src.index}"
+            answer.append(f'<a class="m" href="#{target}" title="{html.escape(src.quote)}">[{src.number}]</a>')
         if not c.supported:
-            answer.append(f'<span class="badge" title="{tip}">unsupported</span>')
+            answer.append(f'<span class="badge" title="{tip}">unsupported{" · " + support if support else ""}</span>')
+        elif support:
+            answer.append(f'<span class="sup">{c.support:.2f}</span>')
         cursor = c.end
     answer.append(html.escape(cited.response[cursor:]))
 
-    passages = []
-    for i in sorted(range(len(att.sources)), key=lambda k: -ranking[k]):
-        source = att.sources[i]
-        text, parts, pos = source.text, [], 0
-        for j in by_source.get(i, []):
-            s = att.sentences[j]
-            parts.append(html.escape(text[pos : s.start]))
-            score = att.sentence_scores[j] if j < len(att.sentence_scores) else 0.0
-            parts.append(f'<span class="ps" id="{sid(j)}" style="background:{_shade(score, top)}" '
-                         f'title="AT2 {score:+.4f}">{html.escape(text[s.start : s.end])}</span>')
-            pos = s.end
-        parts.append(html.escape(text[pos:]))
-        state = "" if kept is None else ("kept" if i in kept else "pruned")
-        tags = [f'<span class="tag {state}">{state}</span>'] if state else []
-        tags.append(f'<span class="tag">AT2 #{at2_rank[i]}</span>')
-        if retriever_rank is not None:
-            tags.append(f'<span class="tag">retriever #{retriever_rank[i]}</span>')
-        heading = f"<b>[{i + 1}]</b> {html.escape(source.title)}" if source.title else f"<b>[{i + 1}]</b>"
-        passages.append(f'<div class="p {state}" id="{uid}-p{i}"><div class="ph">{heading}{"".join(tags)}</div>'
-                        f'{"".join(parts)}</div>')
+    def sentence_class(j: int):
+        classes = []
+        if j in cited_by:
+            classes.append("cit")
+        if kept_sentences is not None and j not in kept_sentences:
+            classes.append("drop")
+        return " ".join(classes), ""
 
+    def sentence_title(j: int) -> str:
+        parts = [f"cited by answer sentence {', '.join(str(t + 1) for t in cited_by[j])}"] if j in cited_by else []
+        if kept_sentences is not None:
+            parts.append("kept" if j in kept_sentences else "dropped by compression")
+        score = att.sentence_scores[j] if j < len(att.sentence_scores) else 0.0
+        return " · ".join([*parts, f"AT2 {score:+.4f}"])
+
+    def tags(i: int):
+        state = "" if kept is None else ("kept" if i in kept else "pruned")
+        out = [f'<span class="tag {state}">{state}</span>'] if state else []
+        out.append(f'<span class="tag">AT2 #{at2_rank[i]}</span>')
+        if retriever_rank is not None:
+            out.append(f'<span class="tag">retriever #{retriever_rank[i]}</span>')
+        return state, "".join(out)
+
+    order = sorted(range(len(att.passages)), key=lambda k: -ranking[k])
+    passages = _passages(att, uid, order, sentence_class, sentence_title, tags)
     n_unsupported = sum(not c.supported for c in cited.citations)
-    meta = (f"attributor {html.escape(att.model)} · evidence {html.escape(cited.evidence)} · "
+    legend = []
+    if cited_by:
+        legend.append('<span class="key ps cit">cited sentence</span> (hover an answer sentence to light its own)')
+    if n_unsupported:
+        legend.append('<span class="badge">unsupported</span> no passage supports it')
+    if any(c.support is not None for c in cited.citations):
+        legend.append('<span class="sup">0.97</span> support: probability the passages support the sentence')
+    if kept_sentences is not None:
+        legend.append(f'<span class="key ps drop">dropped</span> by compression '
+                      f'({compressed.tokens_before} -> {compressed.tokens_after} tokens)')
+    if kept is not None and len(kept) < len(att.passages):
+        legend.append('<span class="tag pruned">pruned</span> passage not kept')
+    meta = (f"attributor {html.escape(att.model)} · evidence model {html.escape(cited.evidence_model)} · "
             f"{len(cited.citations) - n_unsupported} of {len(cited.citations)} sentences supported")
     heading = f'<div class="q">{html.escape(title or att.query)}</div>'
     return (f'<div class="at2v" id="{uid}"><style>{STYLE}</style>{heading}'
-            f'<div class="ans"><h3>Answer</h3><p>{"".join(answer)}</p>'
-            f'<div class="legend">source sentences: AT2 score <span>0</span><span class="bar"></span>'
-            f'<span>max</span> · <span class="badge">unsupported</span> no passage supports it</div>'
+            f'<div class="ans"><h3>Answer</h3><p>{"".join(answer)}</p>{_legend(legend)}'
             f'<div class="meta">{meta}</div></div>'
-            f'<div class="srcs"><h3>Passages</h3>{"".join(passages)}</div>'
+            f'<div class="srcs"><h3>Passages</h3>{passages}</div>'
             f'<script>{SCRIPT % repr(uid)}</script></div>')
+
+
+def attribution_html(att: Attribution, title: str | None = None, uid: str | None = None) -> str:
+    """The fragment for a bare attribution: the response, and the passages (best first) with their sentences
+    shaded by AT2's response-level score."""
+    uid = uid or f"at2v-{uuid.uuid4().hex[:8]}"
+    rank = _ranks(att.scores)
+    positive = [s for s in att.sentence_scores if s > 0]
+    top = max(positive) if positive else 0.0
+
+    def sentence_class(j: int):
+        score = att.sentence_scores[j] if j < len(att.sentence_scores) else 0.0
+        return "", f' style="background:{_shade(score, top)}"'
+
+    def tags(i: int):
+        return "", f'<span class="tag">AT2 #{rank[i]} · {att.scores[i]:+.4f}</span>'
+
+    passages = _passages(att, uid, sorted(range(len(att.passages)), key=lambda k: -att.scores[k]), sentence_class,
+                         lambda j: f"AT2 {att.sentence_scores[j]:+.4f}" if j < len(att.sentence_scores) else "", tags)
+    legend = ['passage sentences: AT2 score <span>0</span> <span class="bar"></span> <span>max</span>'] if top else []
+    return (f'<div class="at2v" id="{uid}"><style>{STYLE}</style>'
+            f'<div class="q">{html.escape(title or att.query)}</div>'
+            f'<div class="ans"><h3>Response</h3><p>{html.escape(att.response)}</p>{_legend(legend)}'
+            f'<div class="meta">scorer {html.escape(att.scorer)} · attributor {html.escape(att.model)}</div></div>'
+            f'<div class="srcs"><h3>Passages</h3>{passages}</div></div>')
+
+
+def compressed_html(compressed: CompressedContext, title: str | None = None, uid: str | None = None) -> str:
+    """The fragment for a compression: the passages in input order, kept sentences plain, dropped ones struck."""
+    uid = uid or f"at2v-{uuid.uuid4().hex[:8]}"
+    att = compressed.attribution
+    kept = {(k.passage_index, k.start) for k in compressed.kept}
+    keep = {j for j, s in enumerate(att.sentences) if (s.passage_index, s.start) in kept}
+    passages_kept = set(compressed.passages_kept)
+
+    def tags(i: int):
+        state = "kept" if i in passages_kept else "pruned"
+        return state, f'<span class="tag {state}">{"kept" if i in passages_kept else "dropped"}</span>'
+
+    passages = _passages(att, uid, range(len(att.passages)), lambda j: ("" if j in keep else "drop", ""),
+                         lambda j: f"ranking {compressed.ranking[j]:.3f}", tags)
+    legend = [f'<span class="key ps drop">dropped</span> sentence · {compressed.tokens_before} -> '
+              f'{compressed.tokens_after} tokens ({compressed.ratio:.0%} kept), budget {html.escape(compressed.budget)}']
+    return (f'<div class="at2v" id="{uid}"><style>{STYLE}</style>'
+            f'<div class="q">{html.escape(title or att.query)}</div>'
+            f'<div class="ans"><h3>Answer</h3><p>{html.escape(att.response)}</p>{_legend(legend)}</div>'
+            f'<div class="srcs"><h3>Passages</h3>{passages}</div></div>')
 
 
 def page(fragments: Sequence[str], title: str = "at2-rag") -> str:

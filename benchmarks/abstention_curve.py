@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from at2_rag.eval.calibrate import (
+from at2_rag.fit.calibrate import (
     EVIDENCE_SETS,
     KINDS,
     evidence_inputs,
@@ -24,7 +24,7 @@ from at2_rag.eval.calibrate import (
     top_evidence,
 )
 from at2_rag.eval.hotpotqa import load_hotpotqa
-from at2_rag.evidence import abstention_threshold
+from at2_rag.fit.calibrate import abstention_threshold
 
 DEPTHS = (10, 20, 40, 80, 120, 160)
 

@@ -25,7 +25,7 @@ from at2_rag import AT2Attributor
 from at2_rag.ablation import random_masks
 from at2_rag.eval.hotpotqa import load_hotpotqa
 from at2_rag.eval.metrics import lds
-from at2_rag.training import fit_theta
+from at2_rag.fit.theta import fit_theta
 
 
 def load_rows(attributor: AT2Attributor, data: Path, limit: int, work_dir: Path, n_lds_masks: int) -> list[dict]:
@@ -34,12 +34,12 @@ def load_rows(attributor: AT2Attributor, data: Path, limit: int, work_dir: Path,
         cached = work_dir / f"{i:05d}-{ex.id}" / "ablations.npz"
         if not cached.is_file():
             continue
-        job = attributor.jobs([ex.question], [ex.sources])[0]
+        job = attributor.pipeline.jobs([ex.question], [ex.passages])[0]
         with np.load(cached, allow_pickle=False) as z:
             if str(z["response"]) != job.response:
                 raise SystemExit(f"{cached}: cached response differs from this model's; wrong --work-dir or model")
             lookup = {m.tobytes(): o for m, o in zip(z["masks"], z["outputs"])}
-        masks = random_masks(len(ex.sources), n_lds_masks, 0.5, seed=10_000 + i)
+        masks = random_masks(len(ex.passages), n_lds_masks, 0.5, seed=10_000 + i)
         outputs = np.stack([lookup[m.tobytes()] for m in masks])
         records = {p.stem: json.loads(p.read_text()) for p in cached.parent.glob("*.json")}
         rows.append({"job": job, "item": {"features": job.features.numpy(), "masks": masks, "outputs": outputs},

@@ -21,7 +21,7 @@ from at2_rag.cli import _data, _rows
 
 
 def _records(examples) -> list[dict]:
-    return [{"id": ex.id, "query": ex.question, "sources": [[s.title or "", s.text] for s in ex.sources],
+    return [{"id": ex.id, "query": ex.question, "passages": [[s.title or "", s.text] for s in ex.passages],
              "response": ex.answer_sentence} for ex in examples]
 
 

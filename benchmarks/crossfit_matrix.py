@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from at2_rag.ablation import TARGETS
-from at2_rag.training import Design, cross_fit
+from at2_rag.ablation import OBJECTIVES
+from at2_rag.fit.theta import Design, cross_fit
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", nargs="+", required=True, help="NAME=DIR of collected .npz files")
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(OBJECTIVES))
     parser.add_argument("--chunk-tokens", type=int, default=None, help="fit on chunks of this many tokens")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--json", required=True)
@@ -33,8 +33,8 @@ def main() -> None:
         paths = sorted(Path(folder).glob("[0-9]*.npz"))
         for target in args.targets.split(","):
             key = f"{name}/{target}"
-            designs[key] = Design.load(paths, target=target, chunk_tokens=args.chunk_tokens)
-            scored[key] = Design.load(paths, target=target) if args.chunk_tokens else designs[key]
+            designs[key] = Design.load(paths, objective=objective, chunk_tokens=args.chunk_tokens)
+            scored[key] = Design.load(paths, objective=objective) if args.chunk_tokens else designs[key]
     shapes = {key: d.y.shape for key, d in scored.items()}
     if len(set(shapes.values())) != 1:
         raise SystemExit(f"the runs differ in targets or masks: {shapes}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from at2_rag.attention import FAMILIES
 from at2_rag.cli import _data, _digest, _rows
 from at2_rag.lm import load_model
-from at2_rag.training import collect_examples, train, write_summary
+from at2_rag.fit.theta import collect_examples, train, write_summary
 
 SPECS = ("attention-weight", "value-norm", "output-norm", "+".join(FAMILIES))
 

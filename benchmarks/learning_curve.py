@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from at2_rag.eval.metrics import bootstrap_ci, lds
-from at2_rag.training import Design, _item, crossfit_correlations, fit_theta
+from at2_rag.fit.theta import Design, _item, crossfit_correlations, fit_theta
 
 SIZES = (10, 25, 50, 80, 110)
 
@@ -75,7 +75,7 @@ def _validation_jobs(level: str, rows: int, work: Path, ks: list[int]):
     out = []
     for i, ex in enumerate(examples):
         start = time.perf_counter()
-        job = attributor.jobs([ex.question], [ex.sources], [ex.answer_sentence],
+        job = attributor.pipeline.jobs([ex.question], [ex.passages], [ex.answer_sentence],
                               families=["attention-weight"])[0].at_level(level)
         example_dir = work / f"{i:05d}-{ex.id}"
         example_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def _plot(result: dict, out: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("training examples")
     ax.set_ylabel("correlation")
-    ax.set_title(f"AT2 learning curve, {result['level']} sources (SmolLM2-135M)")
+    ax.set_title(f"AT2 learning curve, {result['level']} passages (SmolLM2-135M)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -23,7 +23,7 @@ def tables(result: dict, scorer: str) -> str:
     metrics = ["lds", *ks]
     records = result["records"]
     base_seconds = result["scorers"][scorer]["seconds_per_example"]
-    lines = [f"n = {result['n_examples']} examples, {result['level']} sources ({result['mean_units']:.1f} per "
+    lines = [f"n = {result['n_examples']} examples, {result['level']} passages ({result['mean_units']:.1f} per "
              f"example), {result['responses']} responses, {result['n_lds_masks']} LDS masks", "",
              "| scorer | LDS [95% CI] | " + " | ".join(f"top-{k} drop [95% CI]" for k in ks)
              + " | s / example | time vs " + scorer + " |", "|---" * (len(ks) + 4) + "|"]

@@ -28,7 +28,7 @@ ANSWER = ("The answer comes from the passages above, which name the people and p
 def context(rows, tokens: int, tokenizer) -> list[tuple[str, str]]:
     out, total = [], 0
     for row in rows:
-        for source in row.sources:
+        for source in row.passages:
             out.append((source.title or "", source.text))
             total += len(tokenizer(source.text, add_special_tokens=False)["input_ids"]) + 8
             if total >= tokens:
@@ -56,15 +56,15 @@ def main(argv=None) -> None:
     lm, rows = attributor.lm, load_hotpotqa(args.data, 40)
     results = []
     for length in (int(n) for n in args.lengths.split(",")):
-        sources = context(rows, length, lm.tokenizer)
+        passages = context(rows, length, lm.tokenizer)
         query = rows[0].question
-        job = attributor.jobs([query], [sources], [ANSWER])[0]
+        job = attributor.jobs([query], [passages], [ANSWER])[0]
         prompt, response = job.layout.input_ids, job.response_ids
-        attributor.cite(query, sources, response=ANSWER)  # warm-up
+        attributor.cite(query, passages, response=ANSWER)  # warm-up
         forward = best_of(lambda: lm.response_logprobs([prompt], [response]), args.repeats)
-        attribution_pass = best_of(lambda: attributor.jobs([query], [sources], [ANSWER]), args.repeats)
+        attribution_pass = best_of(lambda: attributor.jobs([query], [passages], [ANSWER]), args.repeats)
         extra = best_of(lambda: attributor.cite_attribution(attributor.score_job(job)), args.repeats)
-        whole = best_of(lambda: attributor.cite(query, sources, response=ANSWER), args.repeats)
+        whole = best_of(lambda: attributor.cite(query, passages, response=ANSWER), args.repeats)
         results.append({"context_tokens": len(prompt), "answer_tokens": len(response), "forward_s": forward,
                         "attribution_pass_s": attribution_pass, "detector_extra_s": extra, "cite_s": whole,
                         "cite_over_forward": whole / forward})

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import _designs, _row_of  # noqa: E402
 
 from at2_rag.eval.metrics import bootstrap_ci  # noqa: E402
-from at2_rag.training import Design, _item, crossfit_correlations  # noqa: E402
+from at2_rag.fit.theta import Design, _item, crossfit_correlations  # noqa: E402
 
 VARIANTS = {
     "linear (paper: 1000 steps)": {},

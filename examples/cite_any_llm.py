@@ -1,4 +1,4 @@
-"""Attribute an answer written by any LLM (here: a hand-written one) to its sources, with the local model.
+"""Attribute an answer written by any LLM (here: a hand-written one) to its passages, with the local model.
 
     python examples/cite_any_llm.py
 """
@@ -20,7 +20,7 @@ def main() -> None:
     print(cited.formatted)
     for citation in cited.citations:
         print(f"- {citation.sentence!r}  supported={citation.supported} (support {citation.support:.2f})")
-        for source in citation.sources:
+        for source in citation.passages:
             print(f"    [{source.index + 1}] {source.id}: {source.quote!r}")
     print(f"evidence: {cited.evidence}; AT2 scorers: {cited.attribution.scorer} / {cited.attribution.sentence_scorer}")
 

@@ -48,7 +48,7 @@ def main() -> None:
             print(f"  kept: at2 {doc.metadata['at2_score']:+.4f}  {doc.metadata['title']}")
         print(f"answer: {out['cited_answer']}")
         for citation in out["citations"]:
-            for source in citation["sources"]:
+            for source in citation["passages"]:
                 print(f"  [{source['index'] + 1}] support {source['score']:.2f}: {source['quote']!r}")
 
 

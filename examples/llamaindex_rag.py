@@ -66,7 +66,7 @@ def main() -> None:
         for citation in response.metadata["citations"]:
             if not citation["supported"]:
                 print(f"  unsupported (support {citation['support']:.2f}): {citation['sentence']!r}")
-            for source in citation["sources"]:
+            for source in citation["passages"]:
                 print(f"  [{source['index'] + 1}] support {source['score']:.2f}: {source['quote']!r}")
 
 

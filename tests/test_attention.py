@@ -19,9 +19,9 @@ def eager_reference(lm: LanguageModel, layout, response_ids, eager_attentions):
     for att in attentions:  # [1, heads, L, L]
         rows = att[0, :, prompt_len - 1 :, :].float().cpu()  # rows that predict the response tokens
         per_layer.append(torch.stack([rows[:, :, a:b].sum(-1) for a, b in layout.token_spans], dim=-1))
-    stacked = torch.stack(per_layer)  # [layers, heads, rows, sources]
-    n_layers, heads, rows, sources = stacked.shape
-    return stacked.permute(2, 3, 0, 1).reshape(rows, sources, n_layers * heads)
+    stacked = torch.stack(per_layer)  # [layers, heads, rows, passages]
+    n_layers, heads, rows, passages = stacked.shape
+    return stacked.permute(2, 3, 0, 1).reshape(rows, passages, n_layers * heads)
 
 
 def captured(lm, layout, response_ids):
@@ -32,7 +32,7 @@ def captured(lm, layout, response_ids):
 
 
 def test_default_model_matches_eager(lm, kykuit, eager_attentions):
-    layout = build_prompt(lm.tokenizer, kykuit.query, kykuit.sources)
+    layout = build_prompt(lm.tokenizer, kykuit.query, kykuit.passages)
     response_ids = lm.encode_response(kykuit.response)
     ours, reference = captured(lm, layout, response_ids), eager_reference(lm, layout, response_ids, eager_attentions)
     assert ours.shape == (len(response_ids), 3, 30 * 9)
@@ -56,7 +56,7 @@ def test_other_architectures_match_eager(lm, arch, kykuit, eager_attentions):
         tiny = _tiny(Qwen2Config, Qwen2ForCausalLM, lm, num_key_value_heads=2)  # grouped-query attention
     else:
         tiny = _tiny(GPTNeoXConfig, GPTNeoXForCausalLM, lm)
-    layout = build_prompt(tiny.tokenizer, kykuit.query, kykuit.sources)
+    layout = build_prompt(tiny.tokenizer, kykuit.query, kykuit.passages)
     response_ids = tiny.encode_response(kykuit.response)
     ours = captured(tiny, layout, response_ids)
     reference = eager_reference(tiny, layout, response_ids, eager_attentions)
@@ -66,17 +66,17 @@ def test_other_architectures_match_eager(lm, arch, kykuit, eager_attentions):
 
 def test_generation_capture_equals_teacher_forcing(lm, kykuit):
     """Features captured while decoding (KV cache, one row per step) equal the one-pass teacher-forced ones."""
-    sources = kykuit.sources
-    generated = collect(lm, [kykuit.query], [sources], max_new_tokens=16)[0]
-    forced = collect(lm, [kykuit.query], [sources], responses=[generated.response])[0]
+    passages = kykuit.passages
+    generated = collect(lm, [kykuit.query], [passages], max_new_tokens=16)[0]
+    forced = collect(lm, [kykuit.query], [passages], responses=[generated.response])[0]
     assert generated.response_ids == forced.response_ids
     assert torch.allclose(generated.token_features, forced.token_features, atol=1e-5, rtol=0)
 
 
 def test_batched_capture_equals_single(lm, kykuit):
     """Left padding in a batch does not change any item's features."""
-    short = kykuit.sources[:2]
-    long = kykuit.sources
+    short = kykuit.passages[:2]
+    long = kykuit.passages
     both = collect(lm, [kykuit.query, kykuit.query], [short, long], responses=[kykuit.response, "Forty."])
     alone = collect(lm, [kykuit.query], [short], responses=[kykuit.response])[0]
     assert torch.allclose(both[0].token_features, alone.token_features, atol=1e-5, rtol=0)
@@ -90,7 +90,7 @@ def test_capture_equals_eager_on_cuda(default_tokenizer, kykuit, eager_attention
     from at2_rag.eval.random_models import random_model
 
     model = random_model("smollm2-135m", default_tokenizer, "cuda", torch.float32)
-    layout = build_prompt(model.tokenizer, kykuit.query, kykuit.sources)
+    layout = build_prompt(model.tokenizer, kykuit.query, kykuit.passages)
     response_ids = model.encode_response(kykuit.response)
     ours = captured(model, layout, response_ids)
     assert torch.allclose(ours, eager_reference(model, layout, response_ids, eager_attentions), atol=1e-5, rtol=0)

@@ -9,7 +9,7 @@ from at2_rag import (
     ContextTooLongError,
     EmptyInputError,
     ModelLoadError,
-    Source,
+    Passage,
 )
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def test_attribute_generated_response(attributor):
     assert len(result.scores) == 3 and result.targets and all(len(t.scores) == 3 for t in result.targets)
     assert result.scorer in ("at2", "average-attention")
     # which source wins depends on the 135M model's (often wrong) answer; the contract is top_k == argmax
-    assert result.top_k(1)[0].index == int(np.argmax(result.scores))
+    assert result.top_n(1)[0].index == int(np.argmax(result.scores))
     assert "generate_s" in result.timings
     assert Attribution.model_validate_json(result.model_dump_json()) == result
 
@@ -36,7 +36,7 @@ def test_attribute_given_response_any_llm(attributor):
     result = attributor.attribute("Where is the Colosseum?", SOURCES, response="It is in Rome. It is ancient.")
     assert result.response == "It is in Rome. It is ancient."
     assert [t.text for t in result.targets] == ["It is in Rome.", "It is ancient."]
-    assert result.top_k(1)[0].source.title == "Colosseum"
+    assert result.top_n(1)[0].passage.title == "Colosseum"
 
 
 def test_batch_equals_single(attributor):
@@ -48,11 +48,11 @@ def test_batch_equals_single(attributor):
 
 
 def test_prune_keeps_order_and_at_least_one(attributor):
-    kept = attributor.prune("In which city is the Eiffel Tower?", SOURCES, top_k=2, response="Paris.")
+    kept = attributor.prune("In which city is the Eiffel Tower?", SOURCES, top_n=2, response="Paris.")
     assert kept.indices == sorted(kept.indices) and len(kept.indices) == 2 and 0 in kept.indices
-    assert len(attributor.prune("q?", SOURCES, threshold=1e9, response="Paris.").sources) == 1
+    assert len(attributor.prune("q?", SOURCES, threshold=1e9, response="Paris.").passages) == 1
     budget = attributor.prune("q?", SOURCES, max_tokens=25, response="Paris.")
-    assert 1 <= len(budget.sources) < 3
+    assert 1 <= len(budget.passages) < 3
 
 
 def test_cite(attributor):
@@ -61,12 +61,12 @@ def test_cite(attributor):
     assert any(c.supported for c in cited.citations)
     for citation, expected in zip(cited.citations, (0, 2)):
         if citation.supported:  # supported sentences cite their landmark, with the sentence inside it
-            assert citation.sources[0].index == expected and citation.sources[0].sentences
+            assert citation.passages[0].index == expected and citation.passages[0].sentences
             assert f"[{expected + 1}]" in cited.formatted
         else:
-            assert citation.sources == [] and citation.sentence in cited.unsupported
-    raw = attributor.cite("Which landmarks?", SOURCES, response="The tower is in Paris.", evidence="raw")
-    assert raw.citations[0].supported and raw.citations[0].sources
+            assert citation.passages == [] and citation.sentence in cited.unsupported
+    raw = attributor.cite("Which landmarks?", SOURCES, response="The tower is in Paris.", evidence_model="raw")
+    assert raw.citations[0].supported and raw.citations[0].passages
 
 
 def test_reports(attributor):
@@ -96,8 +96,8 @@ def test_bad_input(attributor):
 
 def test_truncate_on_request(lm):
     attributor = AT2Attributor.from_pretrained(truncate=True)
-    result = attributor.attribute("q?", [Source(id="long", text="word " * 9000), "short one"], response="x")
-    assert len(result.scores) == 2 and result.sources[0].id == "long"
+    result = attributor.attribute("q?", [Passage(id="long", text="word " * 9000), "short one"], response="x")
+    assert len(result.scores) == 2 and result.passages[0].id == "long"
 
 
 def test_unknown_model():

@@ -7,6 +7,10 @@ import sys
 
 import pytest
 
+from conftest import SHARED
+
+RAG = SHARED / "rag"
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -22,19 +26,19 @@ def _run(*args):
 def test_bad_data_file_is_one_line(tmp_path, content, needle):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(content)
-    result = _run("demo", "--data", str(path))
+    result = _run("demo", "--data", str(path), "--rag", str(tmp_path))
     assert result.returncode == 2 and needle in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("limit", ["0", "-3"])
 def test_limit_must_be_positive(limit):
-    result = _run("demo", "--limit", limit)
+    result = _run("demo", "--limit", limit, "--rag", ".")
     assert result.returncode == 2 and "at least 1" in result.stderr
 
 
 def test_model_load_error_is_one_line(train_path):
-    result = _run("demo", "--limit", "1", "--data", str(train_path), "--model", "./no/such/model")
+    result = _run("demo", "--limit", "1", "--data", str(train_path), "--rag", str(RAG), "--model", "./no/such/model")
     assert result.returncode == 1 and "ModelLoadError" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -55,6 +59,6 @@ def test_export_coefficients_writes_the_reference_format(tmp_path):
     shipped = Coefficients.load(shipped_path("HuggingFaceTB/SmolLM2-135M-Instruct", "passage"))
     back = from_at2_checkpoint(out, {"model_id": shipped.metadata.model_id, "model_type": shipped.metadata.model_type,
                                      "num_layers": 30, "num_heads": 9})
-    assert torch.equal(back.theta, shipped.theta.float()) and back.metadata.source_kind == "passage"
+    assert torch.equal(back.theta, shipped.theta.float()) and back.metadata.level == "passage"
     missing = _run("export-coefficients", str(out), "--coefficients", str(tmp_path / "none.safetensors"))
     assert missing.returncode == 2 and "no coefficient file" in missing.stderr

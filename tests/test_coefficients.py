@@ -11,7 +11,7 @@ FP = {"model_id": "org/model", "model_type": "llama", "num_layers": 30, "num_hea
 
 def make(layers=30, heads=9, model_id="org/model"):
     meta = CoefficientMetadata(model_id=model_id, model_type="llama", num_layers=layers, num_heads=heads,
-                               source_kind="passage", training_data="unit test", metrics={"holdout_correlation": 0.5})
+                               level="passage", training_data="unit test", metrics={"holdout_correlation": 0.5})
     return Coefficients(theta=torch.randn(layers * heads), metadata=meta)
 
 
@@ -63,15 +63,15 @@ def test_not_a_coefficient_file(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source_kind", ["passage", "sentence"])
-def test_shipped_coefficients_fit_default_model(lm, source_kind):
+@pytest.mark.parametrize("level", ["passage", "sentence"])
+def test_shipped_coefficients_fit_default_model(lm, level):
     from at2_rag.coefficients import held_out_correlation, shipped_path
 
-    path = shipped_path(lm.model_id, source_kind)
+    path = shipped_path(lm.model_id, level)
     assert path is not None, "coefficients for the default model must ship in at2_rag/coefficients/"
     c = Coefficients.load(path)
     c.check(lm.fingerprint)
-    assert c.metadata.source_kind == source_kind
+    assert c.metadata.level == level
     assert c.metadata.n_examples > 0 and -1 <= held_out_correlation(c.metadata) <= 1  # cross-fit or holdout
 
 
@@ -104,12 +104,12 @@ def test_reference_checkpoint_bias_shape_and_model_type_are_checked(tmp_path):
     path = tmp_path / "score_estimator.pt"
     torch.save({"class": "LinearScoreEstimator", "state_dict": {"linear.weight": weight, "linear.bias": torch.zeros(1)},
                 "feature_extractor": extractor, "kwargs": {}, "extras": {}}, path)
-    assert from_at2_checkpoint(path, FP).metadata.source_kind == "sentence"  # a zero bias changes nothing
+    assert from_at2_checkpoint(path, FP).metadata.level == "sentence"  # a zero bias changes nothing
     cases = [({"state_dict": {"linear.weight": weight, "linear.bias": torch.full((1,), 1e-4)}}, "bias"),
              ({"feature_extractor": {**extractor, "kwargs": {"num_layers": 27, "num_heads": 10}}}, "27 layers x 10"),
              ({"feature_extractor": {**extractor, "kwargs": {**extractor["kwargs"], "model_type": "qwen2"}}}, "qwen2"),
              ({"class": "MLPScoreEstimator"}, "MLPScoreEstimator"),
-             ({"extras": {"source_kind": "tokens"}}, "source kind")]
+             ({"extras": {"level": "tokens"}}, "level")]
     for update, message in cases:
         torch.save({"class": "LinearScoreEstimator", "state_dict": {"linear.weight": weight},
                     "feature_extractor": extractor, "kwargs": {}, "extras": {}, **update}, path)
@@ -124,7 +124,7 @@ def test_export_to_the_reference_format_round_trips(tmp_path, kind):
     from at2_rag.coefficients import from_at2_checkpoint, to_at2_checkpoint
 
     c = make()
-    c = c.model_copy(update={"metadata": c.metadata.model_copy(update={"source_kind": kind})})
+    c = c.model_copy(update={"metadata": c.metadata.model_copy(update={"level": kind})})
     path = tmp_path / "score_estimator.pt"
     to_at2_checkpoint(c, path)
     saved = torch.load(path, weights_only=True)
@@ -137,7 +137,7 @@ def test_export_to_the_reference_format_round_trips(tmp_path, kind):
                                           "kwargs": {"num_layers": 30, "num_heads": 9, "model_type": "llama"}}
     assert saved["kwargs"] == {"normalize": True, "non_negative": False, "bias": False}
     back = from_at2_checkpoint(path, FP)
-    assert torch.equal(back.theta, c.theta.float()) and back.metadata.source_kind == kind
+    assert torch.equal(back.theta, c.theta.float()) and back.metadata.level == kind
     wide = c.metadata.model_copy(update={"feature_family": "attention-weight+value-norm"})
     with pytest.raises(CoefficientMismatchError, match="only attention-weight"):
         to_at2_checkpoint(Coefficients(theta=torch.randn(540), metadata=wide), tmp_path / "w.pt")
@@ -192,8 +192,8 @@ def test_esm_solver_is_contextcites_standardised_lasso():
     assert np.allclose(offset, offset[0], atol=1e-8)  # same predictions up to the intercept
 
 
-@pytest.mark.parametrize("source_kind", ["passage", "sentence"])
-def test_default_coefficients_are_the_ones_the_shipped_calibration_was_fit_with(source_kind):
+@pytest.mark.parametrize("level", ["passage", "sentence"])
+def test_default_coefficients_are_the_ones_the_shipped_calibration_was_fit_with(level):
     """A better θ may ship before its recalibration: the default stays the calibrated file."""
     import json
 
@@ -201,7 +201,7 @@ def test_default_coefficients_are_the_ones_the_shipped_calibration_was_fit_with(
 
     model = "HuggingFaceTB/SmolLM2-135M-Instruct"
     calibration = json.loads(shipped_path(model, "calibration").read_text())
-    assert Coefficients.load(shipped_path(model, source_kind)).digest == calibration[f"{source_kind}_coefficients"]
+    assert Coefficients.load(shipped_path(model, level)).digest == calibration[f"{level}_coefficients"]
 
 
 def test_the_early_stopped_sentence_file_ships_beside_the_paper_fit_and_names_its_recipe():

@@ -13,15 +13,15 @@ import pytest
 
 RECORDS = [
     {"id": "paris", "query": "Where is the Eiffel Tower?",
-     "sources": ["The Eiffel Tower is in Paris. It was finished in 1889.", "Bananas are yellow when ripe."],
+     "passages": ["The Eiffel Tower is in Paris. It was finished in 1889.", "Bananas are yellow when ripe."],
      "response": "The Eiffel Tower is in Paris."},
     {"id": 2, "query": "What colour are ripe bananas?",
-     "sources": [{"title": "Fruit", "text": "Bananas are yellow when ripe. They grow in bunches."},
+     "passages": [{"title": "Fruit", "text": "Bananas are yellow when ripe. They grow in bunches."},
                  ["Tower", "The Eiffel Tower is in Paris."]]},
-    {"id": "empty-query", "query": "", "sources": ["Some text."]},
-    {"id": "not-a-list", "query": "What?", "sources": "one string"},
+    {"id": "empty-query", "query": "", "passages": ["Some text."]},
+    {"id": "not-a-list", "query": "What?", "passages": "one string"},
     {"id": "rome", "query": "Where is the Colosseum?",
-     "sources": ["The Colosseum stands in Rome.", "Bananas are yellow.", "Paris has the Eiffel Tower."],
+     "passages": ["The Colosseum stands in Rome.", "Bananas are yellow.", "Paris has the Eiffel Tower."],
      "response": "It is in Rome. It is very old."},
 ]
 
@@ -77,13 +77,13 @@ def test_results_errors_and_resume(reference, tmp_path):
     results = _read(out)
     assert set(results) == {"paris", "2", "rome"}
     assert results["paris"]["generated"] is False and results["2"]["generated"] is True
-    assert results["2"]["source_ids"] == ["0", "1"]
+    assert results["2"]["passage_ids"] == ["0", "1"]
     assert len(results["rome"]["scores"]) == 3 and len(results["rome"]["citations"]) == 2
     errors = [json.loads(line) for line in errors_path(out).read_text().splitlines()]
     by_line = {e["line"]: e for e in errors}
     assert by_line[3]["id"] is None and "not JSON" in by_line[3]["error"] and by_line[3]["text"] == "{not json\n"
     assert by_line[4]["id"] == "empty-query" and "EmptyInputError" in by_line[4]["error"]
-    assert by_line[5]["id"] == "not-a-list" and "sources" in by_line[5]["error"]
+    assert by_line[5]["id"] == "not-a-list" and "passages" in by_line[5]["error"]
 
     copy = tmp_path / "out.jsonl"
     lines = out.read_text().splitlines(keepends=True)
@@ -164,13 +164,13 @@ def test_ray_equals_single_process(reference, tiny_model_dir, local_ray, tmp_pat
 @pytest.mark.slow
 def test_training_collection_on_ray_writes_the_same_files(tiny_lm, tiny_model_dir, validation_rows, local_ray,
                                                           tmp_path):
-    from at2_rag.distributed import collect_on_ray
-    from at2_rag.training import collect_examples
+    from at2_rag.fit.ray_collect import collect_on_ray
+    from at2_rag.fit.theta import collect_examples
 
     rows = [row.model_copy(deep=True) for row in validation_rows[:3]]
     for row in rows:
-        row.sources = row.sources[:3]
-    kwargs = {"source_kind": "passage", "n_masks": 4, "families": ("attention-weight", "value-norm"),
+        row.passages = row.passages[:3]
+    kwargs = {"level": "passage", "n_masks": 4, "families": ("attention-weight", "value-norm"),
               "responses": [row.answer_sentence for row in rows]}
     names = collect_on_ray(str(tiny_model_dir), rows, tmp_path / "ray", workers=2, progress=False, **kwargs)
     local = collect_examples(tiny_lm, rows, tmp_path / "local", progress=False, **kwargs)
@@ -189,13 +189,13 @@ def test_training_collection_on_ray_writes_the_same_files(tiny_lm, tiny_model_di
 @pytest.mark.slow
 def test_recombined_collection_on_ray_writes_the_same_files(tiny_lm, tiny_model_dir, train_path, local_ray,
                                                             tmp_path):
-    from at2_rag.distributed import collect_on_ray
+    from at2_rag.fit.ray_collect import collect_on_ray
     from at2_rag.eval.hotpotqa import load_hotpotqa
-    from at2_rag.eval.recombine import build_recombined
-    from at2_rag.training import collect_contexts
+    from at2_rag.fit.recombine import build_recombined
+    from at2_rag.fit.theta import collect_contexts
 
     contexts = build_recombined(load_hotpotqa(train_path, 20), 3, seed=7, max_passages=4)
-    kwargs = {"source_kind": "sentence", "n_masks": 4, "kinds": ("gold", "support", "sampled"),
+    kwargs = {"level": "sentence", "n_masks": 4, "kinds": ("gold", "support", "sampled"),
               "max_new_tokens": 5}
     names = collect_on_ray(str(tiny_model_dir), contexts, tmp_path / "ray", workers=2, progress=False,
                            contexts=True, **kwargs)

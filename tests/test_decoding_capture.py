@@ -38,7 +38,7 @@ def _tiny(config_cls, model_cls, tokenizer, **extra) -> LanguageModel:
 @pytest.mark.slow
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_default_model_decoding_equals_teacher_forcing(lm, kykuit, cache):
-    layout = build_prompt(lm.tokenizer, kykuit.query, kykuit.sources)
+    layout = build_prompt(lm.tokenizer, kykuit.query, kykuit.passages)
     tokens, ours, forced, on_response, forced_on_response = generated_and_forced(lm, [layout], 16, cache)
     assert tokens == lm.generate([layout.input_ids], 16, stop_at_eos=False)  # same tokens as the dynamic cache
     assert ours.shape == (1, 16, 3 + len(layout.sentence_token_spans), 30 * 9)
@@ -53,8 +53,8 @@ def test_every_family_while_decoding_a_padded_batch(default_tokenizer, kykuit, c
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tiny = _tiny(LlamaConfig, LlamaForCausalLM, default_tokenizer)
-    layouts = [build_prompt(tiny.tokenizer, kykuit.query, kykuit.sources[:1]),
-               build_prompt(tiny.tokenizer, kykuit.query, kykuit.sources)]
+    layouts = [build_prompt(tiny.tokenizer, kykuit.query, kykuit.passages[:1]),
+               build_prompt(tiny.tokenizer, kykuit.query, kykuit.passages)]
     assert len(layouts[0]) < len(layouts[1])
     tokens, ours, forced, on_response, forced_on_response = generated_and_forced(tiny, layouts, 10, cache, FAMILIES)
     assert torch.allclose(ours, forced, atol=1e-5, rtol=1e-4)
@@ -69,7 +69,7 @@ def test_sliding_window_layers_while_decoding(default_tokenizer, kykuit):
     """A window shorter than the prompt: the cache drops old keys, and the rows still equal teacher forcing."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    layout = build_prompt(default_tokenizer, kykuit.query, kykuit.sources)
+    layout = build_prompt(default_tokenizer, kykuit.query, kykuit.passages)
     window = len(layout) - layout.token_spans[-1][1] + 12  # the end of the last passage is inside it
     assert window < len(layout) // 2
     tiny = _tiny(MistralConfig, MistralForCausalLM, default_tokenizer, sliding_window=window)
@@ -104,8 +104,8 @@ def test_half_precision_on_cuda(default_tokenizer, kykuit, dtype, cache):
 
     full = random_model("smollm2-135m", default_tokenizer, "cuda", torch.float32)
     half = LanguageModel(copy.deepcopy(full.model).to(dtype), default_tokenizer, f"{full.model_id}-{dtype}")
-    layouts = [build_prompt(half.tokenizer, kykuit.query, kykuit.sources[:1]),
-               build_prompt(half.tokenizer, kykuit.query, kykuit.sources)]
+    layouts = [build_prompt(half.tokenizer, kykuit.query, kykuit.passages[:1]),
+               build_prompt(half.tokenizer, kykuit.query, kykuit.passages)]
     tokens, ours, forced, on_response, forced_on_response = generated_and_forced(half, layouts, 12, cache)
     assert ours.dtype == torch.float32
     assert correlation(ours, forced) > 0.999 and correlation(on_response, forced_on_response) > 0.999

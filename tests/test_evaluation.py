@@ -6,10 +6,10 @@ import pytest
 def small_rows(validation_rows):
     rows = [row.model_copy(deep=True) for row in validation_rows[:2]]
     for row in rows:
-        distractors = [i for i in range(len(row.sources)) if i not in row.gold][:2]
+        distractors = [i for i in range(len(row.passages)) if i not in row.gold][:2]
         keep = sorted(set(row.gold) | set(distractors))
         row.gold = [keep.index(g) for g in row.gold if g in keep]
-        row.sources = [row.sources[i] for i in keep]
+        row.passages = [row.passages[i] for i in keep]
     return rows
 
 
@@ -35,7 +35,7 @@ def test_evaluation_resumes_and_reuses_ablations(attributor, small_rows, tmp_pat
     again = evaluation.evaluate_scorers(attributor, small_rows, scorers, n_lds_masks=6, progress=False,
                                         work_dir=tmp_path)
     assert again == first and not calls  # every record was read back: no generation, no ablation
-    assert set(first["scorers"]["at2"]["lds_by_target"]) == {"response-log-odds", "token-log-odds"}
+    assert set(first["scorers"]["at2"]["lds_by_objective"]) == {"response-log-odds", "token-log-odds"}
 
     import json
     old = next(tmp_path.glob("00000-*/average-attention.json"))  # as written before records named their target
@@ -62,8 +62,8 @@ def test_ablation_cache_matches_direct_ablation(attributor, small_rows, tmp_path
     from at2_rag.eval.attribution import AblationCache
     from at2_rag.eval.metrics import top_k_drop
 
-    job = attributor.jobs([small_rows[0].question], [small_rows[0].sources])[0]
-    masks = random_masks(len(job.sources), 5, seed=3)
+    job = attributor.pipeline.jobs([small_rows[0].question], [small_rows[0].passages])[0]
+    masks = random_masks(len(job.passages), 5, seed=3)
     cache = AblationCache(job, tmp_path / "ablations.npz")
     direct = ablation_outputs(job, masks)
     np.testing.assert_allclose(cache(masks), direct, atol=1e-5)

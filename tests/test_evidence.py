@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from at2_rag import Attribution, FusionModel, Source, SourceSentence, TargetScores
+from at2_rag import Attribution, FusionModel, Passage, PassageSentence, TargetScores
 from at2_rag.cite import cite
-from at2_rag.evidence import abstention_threshold, components, fit_evidence_model, tfidf_similarity
+from at2_rag.evidence import components, tfidf_similarity
+from at2_rag.fit.calibrate import abstention_threshold, fit_evidence_model
 
 
 def test_abstention_threshold_reaches_the_precision():
@@ -41,13 +42,13 @@ def test_components_and_a_fitted_model():
 
 
 def _attribution():
-    sources = [Source(id="a", text="Paris is in France. It is big."), Source(id="b", text="Rome is in Italy.")]
-    sentences = [SourceSentence(source_index=0, start=0, end=19, text="Paris is in France."),
-                 SourceSentence(source_index=0, start=20, end=30, text="It is big."),
-                 SourceSentence(source_index=1, start=0, end=17, text="Rome is in Italy.")]
+    passages = [Passage(id="a", text="Paris is in France. It is big."), Passage(id="b", text="Rome is in Italy.")]
+    sentences = [PassageSentence(passage_index=0, start=0, end=19, text="Paris is in France."),
+                 PassageSentence(passage_index=0, start=20, end=30, text="It is big."),
+                 PassageSentence(passage_index=1, start=0, end=17, text="Rome is in Italy.")]
     targets = [TargetScores(text="Paris is French.", start=0, end=16, scores=[0, 0]),
                TargetScores(text="It has dragons.", start=17, end=32, scores=[0, 0])]
-    return Attribution(query="q", response="Paris is French. It has dragons.", sources=sources, scores=[0, 0],
+    return Attribution(query="q", response="Paris is French. It has dragons.", passages=passages, scores=[0, 0],
                        targets=targets, sentences=sentences, scorer="x", model="m")
 
 
@@ -55,17 +56,17 @@ def test_cite_abstains_where_unsupported():
     evidence = np.array([[0.9, 0.6, 0.1], [0.2, 0.1, 0.15]])
     cited = cite(_attribution(), evidence, supported=evidence.max(-1) >= 0.5, evidence_name="hybrid")
     first, second = cited.citations
-    assert first.supported and [s.index for s in first.sources] == [0]
-    assert [x.index for x in first.sources[0].sentences] == [0, 1] and first.sources[0].quote == "Paris is in France."
-    assert not second.supported and second.sources == [] and cited.unsupported == ["It has dragons."]
+    assert first.supported and [s.index for s in first.passages] == [0]
+    assert [x.index for x in first.passages[0].sentences] == [0, 1] and first.passages[0].quote == "Paris is in France."
+    assert not second.supported and second.passages == [] and cited.unsupported == ["It has dragons."]
     assert cited.formatted == "Paris is French.[1] It has dragons."
 
 
-@pytest.mark.parametrize("max_sources", [1, 2])
-def test_cite_respects_max_sources(max_sources):
+@pytest.mark.parametrize("max_passages", [1, 2])
+def test_cite_respects_max_sources(max_passages):
     evidence = np.array([[0.9, 0.1, 0.8], [0.9, 0.1, 0.8]])
-    cited = cite(_attribution(), evidence, supported=None, evidence_name="raw", max_sources=max_sources)
-    assert all(len(c.sources) == max_sources for c in cited.citations)
+    cited = cite(_attribution(), evidence, supported=None, evidence_name="raw", max_passages=max_passages)
+    assert all(len(c.passages) == max_passages for c in cited.citations)
 
 
 def test_support_needs_the_answer_words_in_the_context():
@@ -80,11 +81,12 @@ def test_support_needs_the_answer_words_in_the_context():
 def test_sub_contexts_keep_the_gold_passages_and_their_columns():
     """Calibration sub-contexts: gold passages plus 0, 1, 3 distractors; components and labels are those of the
     kept sentences, as if the context held only them (lexical parts recomputed, AT2 columns restricted)."""
-    from at2_rag.eval.calibrate import SUB_CONTEXT_DISTRACTORS, record_components, sub_contexts, supporting_labels
+    from at2_rag.eval.hotpotqa import record_components, supporting_labels
+    from at2_rag.fit.calibrate import SUB_CONTEXT_DISTRACTORS, sub_contexts
     from at2_rag.eval.hotpotqa import load_hotpotqa
 
     example = load_hotpotqa(Path(__file__).resolve().parents[2] / "shared/data/hotpotqa/train.jsonl", limit=1)[0]
-    n = sum(len(s.sentence_spans()) for s in example.sources)
+    n = sum(len(s.sentence_spans()) for s in example.passages)
     rng = np.random.default_rng(0)
     record = {"targets": [example.answer_sentence], "at2_sentence": rng.normal(size=(1, n)).tolist(),
               "emb_qa": rng.normal(size=(1, n)).tolist()}
@@ -94,7 +96,7 @@ def test_sub_contexts_keep_the_gold_passages_and_their_columns():
     for k, (values, labels) in zip(SUB_CONTEXT_DISTRACTORS, subs):
         sizes = values["lex_qa"].shape[1]
         assert labels.shape == (1, sizes) and labels.sum() == full_labels.sum()  # every supporting fact kept
-        gold_sentences = sum(len(example.sources[i].sentence_spans()) for i in example.gold)
+        gold_sentences = sum(len(example.passages[i].sentence_spans()) for i in example.gold)
         assert sizes >= gold_sentences and (k > 0 or sizes == gold_sentences)
         assert all(v.shape == (1, sizes) for v in values.values())
     gold_only, _ = subs[0]

@@ -22,7 +22,7 @@ def _tiny(arch: str, tokenizer) -> LanguageModel:
 
 
 def reference(lm: LanguageModel, layout, response_ids, spans, eager_attentions) -> dict[str, torch.Tensor]:
-    """Per family ``[rows, sources, layers * heads]`` from eager attention matrices and hooked value states."""
+    """Per family ``[rows, passages, layers * heads]`` from eager attention matrices and hooked value states."""
     values = []
     hooks = [layer.self_attn.v_proj.register_forward_hook(lambda m, i, o: values.append(o[0].detach().float()))
              for layer in lm.model.model.layers]
@@ -48,7 +48,7 @@ def reference(lm: LanguageModel, layout, response_ids, spans, eager_attentions) 
             projected = torch.stack([mixed[h] @ o_proj[:, h * head_dim : (h + 1) * head_dim].T for h in range(heads)])
             output_norm.append(projected.norm(dim=-1))
         for family, columns in zip(FAMILIES, (weight, value_norm, output_norm)):
-            out[family].append(torch.stack(columns, dim=-1))  # [heads, rows, sources]
+            out[family].append(torch.stack(columns, dim=-1))  # [heads, rows, passages]
     return {family: torch.stack(layers).permute(2, 3, 0, 1).flatten(2) for family, layers in out.items()}
 
 
@@ -58,7 +58,7 @@ def tiny(request, default_tokenizer):
 
 
 def test_each_family_matches_direct_computation(tiny, kykuit, eager_attentions):
-    layout = build_prompt(tiny.tokenizer, kykuit.query, kykuit.sources)
+    layout = build_prompt(tiny.tokenizer, kykuit.query, kykuit.passages)
     response_ids = tiny.encode_response(kykuit.response)
     spans = layout.token_spans + layout.sentence_token_spans
     expected = reference(tiny, layout, response_ids, spans, eager_attentions)
@@ -73,9 +73,9 @@ def test_each_family_matches_direct_computation(tiny, kykuit, eager_attentions):
 
 
 def test_family_subsets_select_the_same_columns(tiny, kykuit):
-    sources = kykuit.sources
-    everything = collect(tiny, [kykuit.query], [sources], [kykuit.response], families=FAMILIES)[0]
-    only_values = collect(tiny, [kykuit.query], [sources], [kykuit.response], families=("value-norm",))[0]
+    passages = kykuit.passages
+    everything = collect(tiny, [kykuit.query], [passages], [kykuit.response], families=FAMILIES)[0]
+    only_values = collect(tiny, [kykuit.query], [passages], [kykuit.response], families=("value-norm",))[0]
     assert torch.allclose(everything.family_features(["value-norm"]), only_values.features, atol=1e-6)
     assert torch.allclose(everything.at_level("sentence").family_features("output-norm+attention-weight"),
                           torch.cat([everything.at_level("sentence").family_features(["output-norm"]),
@@ -86,18 +86,18 @@ def test_family_subsets_select_the_same_columns(tiny, kykuit):
 
 def test_value_families_while_decoding_equal_teacher_forcing(tiny, kykuit):
     """With a KV cache (one row per step) the value families equal the one-pass teacher-forced ones."""
-    query, sources = kykuit.query, kykuit.sources
-    generated = collect(tiny, [query], [sources], max_new_tokens=8, families=FAMILIES, stop_at_blank_line=False)[0]
-    forced = collect(tiny, [query], [sources], responses=[generated.response], families=FAMILIES)[0]
+    query, passages = kykuit.query, kykuit.passages
+    generated = collect(tiny, [query], [passages], max_new_tokens=8, families=FAMILIES, stop_at_blank_line=False)[0]
+    forced = collect(tiny, [query], [passages], responses=[generated.response], families=FAMILIES)[0]
     if generated.response_ids != forced.response_ids:
         pytest.skip("the random model's text does not round-trip through the tokenizer")
     assert torch.allclose(generated.token_features, forced.token_features, atol=1e-5, rtol=1e-4)
 
 
 def test_batched_value_families_equal_single(tiny, kykuit):
-    query, sources = kykuit.query, kykuit.sources
-    both = collect(tiny, [query, query], [sources[:2], sources], [kykuit.response, "Forty."], families=FAMILIES)
-    alone = collect(tiny, [query], [sources[:2]], [kykuit.response], families=FAMILIES)[0]
+    query, passages = kykuit.query, kykuit.passages
+    both = collect(tiny, [query, query], [passages[:2], passages], [kykuit.response, "Forty."], families=FAMILIES)
+    alone = collect(tiny, [query], [passages[:2]], [kykuit.response], families=FAMILIES)[0]
     assert torch.allclose(both[0].token_features, alone.token_features, atol=1e-5, rtol=1e-4)
 
 

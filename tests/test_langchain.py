@@ -42,9 +42,9 @@ def test_retrieval_chain_keeps_and_cites_the_answering_passage(rag_store, attrib
         out = chain.invoke({"input": q["question"]})
         kept = [d.metadata["title"] for d in out["context"]]
         assert set(q["gold_titles"]) <= set(kept), (q["question"], kept)
-        cited = {out["context"][s["index"]].metadata["title"] for c in out["citations"] for s in c["sources"]}
+        cited = {out["context"][s["index"]].metadata["title"] for c in out["citations"] for s in c["passages"]}
         assert set(q["gold_titles"]) <= cited, (q["question"], out["cited_answer"])
-        assert all(c["supported"] and c["sources"] for c in out["citations"]), (q["question"], out["cited_answer"])
+        assert all(c["supported"] and c["passages"] for c in out["citations"]), (q["question"], out["cited_answer"])
         assert out["unsupported"] == []
 
 
@@ -58,7 +58,7 @@ def test_runnable_abstains_on_an_invented_sentence(rag_store, attributor):
          "answer": f"{q['answer']} {invented}"})
     assert [c["supported"] for c in out["citations"]] == [True, True, False]
     assert out["unsupported"] == [invented]
-    assert out["citations"][-1]["sources"] == [] and out["citations"][-1]["unsupported_spans"]
+    assert out["citations"][-1]["passages"] == [] and out["citations"][-1]["unsupported_spans"]
 
 
 def test_local_llm_and_own_draft(rag_store, attributor):

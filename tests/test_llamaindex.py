@@ -62,10 +62,10 @@ def test_keeps_and_cites_the_answering_passage(rag_index, attributor):
         kept = [n.node.metadata["title"] for n in response.source_nodes]
         assert set(q["gold_titles"]) <= set(kept), (q["question"], kept)
         cited = {response.source_nodes[s["index"]].node.metadata["title"]
-                 for c in response.metadata["citations"] for s in c["sources"]}
+                 for c in response.metadata["citations"] for s in c["passages"]}
         assert set(q["gold_titles"]) <= cited, (q["question"], response.metadata["cited_answer"])
         # every sentence of these answers is true and in the kept passages: each is supported and cited
-        assert all(c["supported"] and c["sources"] for c in response.metadata["citations"]), (
+        assert all(c["supported"] and c["passages"] for c in response.metadata["citations"]), (
             q["question"], response.metadata["cited_answer"], [c["support"] for c in response.metadata["citations"]])
         assert response.metadata["unsupported"] == []
 

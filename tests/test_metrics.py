@@ -14,9 +14,9 @@ def test_answer_metrics():
 
 def test_select_policies():
     scores = [0.1, 0.5, -0.2, 0.4]
-    assert select(scores, top_k=2) == [1, 3]
+    assert select(scores, top_n=2) == [1, 3]
     assert select(scores, threshold=0.3) == [1, 3]
     assert select(scores, threshold=9.0) == [1]
     assert select(scores, max_tokens=10, token_counts=[5, 6, 1, 5]) == [1, 2]
     with pytest.raises(ValueError):
-        select(scores, top_k=0)
+        select(scores, top_n=0)

@@ -2,12 +2,12 @@
 
 import torch
 
-from at2_rag import to_sources
+from at2_rag import to_passages
 from at2_rag.attention import FeatureCapture
 from at2_rag.features import collect
 from at2_rag.prompts import build_prompt
 
-SOURCES = to_sources([("Paris", "Paris is the capital of France. It lies on the Seine. It is old."),
+SOURCES = to_passages([("Paris", "Paris is the capital of France. It lies on the Seine. It is old."),
                       ("Rome", "Rome is in Italy. It has the Colosseum.")])
 
 
@@ -41,10 +41,10 @@ def test_sentence_level_training_collection(tiny_lm, tmp_path):
 
     import numpy as np
 
-    from at2_rag.training import collect_examples
+    from at2_rag.fit.theta import collect_examples
 
-    example = SimpleNamespace(id="x", question="Where is Paris?", sources=SOURCES)
-    paths = collect_examples(tiny_lm, [example], tmp_path, source_kind="sentence", n_masks=4, max_new_tokens=4,
+    example = SimpleNamespace(id="x", question="Where is Paris?", passages=SOURCES)
+    paths = collect_examples(tiny_lm, [example], tmp_path, level="sentence", n_masks=4, max_new_tokens=4,
                              progress=False, responses=["Paris is in France."])
     data = np.load(paths[0])
     assert data["masks"].shape == (4, 5) and data["features"].shape[1:] == (5, 3 * 8)  # three feature families

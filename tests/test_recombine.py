@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from at2_rag.eval.hotpotqa import load_hotpotqa
-from at2_rag.eval.recombine import build_recombined, rebuild
+from at2_rag.fit.recombine import build_recombined, rebuild
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_builder_is_deterministic_for_a_seed(train_rows):
 
 def test_contexts_hold_gold_passages_distractors_and_their_responses(train_rows):
     contexts = build_recombined(train_rows, 120, seed=0)
-    sizes = [len(c.sources) for c in contexts]
+    sizes = [len(c.passages) for c in contexts]
     assert min(sizes) >= 3 and max(sizes) <= 10 and len(set(sizes)) > 4
     foreign = 0
     for c in contexts:
@@ -33,37 +33,37 @@ def test_contexts_hold_gold_passages_distractors_and_their_responses(train_rows)
         assert {p for r, p in c.recipe if r == c.base_row} >= set(row.gold)
         assert len(set(c.recipe)) == len(c.recipe)
         foreign += any(r != c.base_row for r, _ in c.recipe)
-        for source, (r, p) in zip(c.sources, c.recipe):
-            assert source.text == train_rows[r].sources[p].text and source.id == f"{train_rows[r].id}:{p}"
+        for source, (r, p) in zip(c.passages, c.recipe):
+            assert source.text == train_rows[r].passages[p].text and source.id == f"{train_rows[r].id}:{p}"
         assert c.responses["gold"] == row.answer_sentence
         support = c.responses["support"]
-        assert any(support in train_rows[c.base_row].sources[p].text for p in row.gold)
+        assert any(support in train_rows[c.base_row].passages[p].text for p in row.gold)
     assert foreign > 80
     assert len({c.base_row for c in contexts}) == len(train_rows)  # every row serves as a base
 
 
 def test_no_validation_row_enters_a_context(train_rows, validation_rows):
-    titles = {s.title for row in validation_rows for s in row.sources}
+    titles = {s.title for row in validation_rows for s in row.passages}
     validation_ids = {row.id for row in validation_rows}
     contexts = build_recombined(train_rows, 300, seed=1, exclude_titles=titles)
     for c in contexts:
-        assert not {s.id.split(":")[0] for s in c.sources} & validation_ids
-        assert not {s.title for s in c.sources} & titles
+        assert not {s.id.split(":")[0] for s in c.passages} & validation_ids
+        assert not {s.title for s in c.passages} & titles
     unguarded = build_recombined(train_rows, 300, seed=1)
-    assert any({s.title for s in c.sources} & titles for c in unguarded)  # the guard is doing something
+    assert any({s.title for s in c.passages} & titles for c in unguarded)  # the guard is doing something
 
 
 def test_rebuild_returns_the_same_context(train_rows):
     for c in build_recombined(train_rows, 10, seed=2):
         again = rebuild(train_rows, c.id, c.base_row, [list(x) for x in c.recipe])
-        assert again.sources == c.sources and again.question == c.question
+        assert again.passages == c.passages and again.question == c.question
 
 
 def test_shared_prompt_logprobs_equal_one_pass_per_response(tiny_lm, kykuit):
     from at2_rag.ablation import shared_prompt_logprobs
     from at2_rag.prompts import build_prompt
 
-    prompt = build_prompt(tiny_lm.tokenizer, kykuit.query, kykuit.sources).input_ids
+    prompt = build_prompt(tiny_lm.tokenizer, kykuit.query, kykuit.passages).input_ids
     responses = [tiny_lm.encode_response(t) for t in ("Kykuit has 40 rooms.", "Forty.", kykuit.response)]
     shared = shared_prompt_logprobs(tiny_lm, prompt, responses)
     for response, row in zip(responses, shared):
@@ -72,7 +72,7 @@ def test_shared_prompt_logprobs_equal_one_pass_per_response(tiny_lm, kykuit):
 
 
 def test_contexts_collect_resume_and_round_trip_through_the_record(tiny_lm, train_rows, tmp_path):
-    from at2_rag.training import (Design, collect_contexts, export_ablations, import_ablations,
+    from at2_rag.fit.theta import (Design, collect_contexts, export_ablations, import_ablations,
                                   refresh_context_features)
 
     contexts = build_recombined(train_rows, 2, seed=5, max_passages=4)

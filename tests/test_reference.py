@@ -31,7 +31,7 @@ RESPONSE = "Kykuit has 40 rooms. It was built for John D. Rockefeller."
 
 @pytest.fixture(scope="module")
 def job(tiny_lm, kykuit):
-    return collect(tiny_lm, [kykuit.query], [kykuit.sources], [RESPONSE])[0]
+    return collect(tiny_lm, [kykuit.query], [kykuit.passages], [RESPONSE])[0]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def _coefficients(lm, seed=0) -> Coefficients:
     theta = torch.randn(lm.num_layers * lm.num_heads, generator=torch.Generator().manual_seed(seed))
     return Coefficients(theta=theta, metadata=CoefficientMetadata(
         model_id=lm.model_id, model_type=lm.fingerprint["model_type"], num_layers=lm.num_layers,
-        num_heads=lm.num_heads, source_kind="passage"))
+        num_heads=lm.num_heads, level="passage"))
 
 
 def test_our_file_scores_the_same_in_the_reference(tiny_lm, job, reference_weights, tmp_path):
@@ -66,7 +66,7 @@ def test_our_file_scores_the_same_in_the_reference(tiny_lm, job, reference_weigh
     path = tmp_path / "score_estimator.pt"
     to_at2_checkpoint(coefficients, path)
     back = from_at2_checkpoint(path, tiny_lm.fingerprint).metadata
-    assert (back.source_kind, back.target, back.ablation) == ("passage", "token-log-odds", "remove")
+    assert (back.level, back.objective, back.ablation) == ("passage", "token-log-odds", "remove")
     estimator = ref_estimators.LinearScoreEstimator.load(Path(path))
     features = reference_weights.permute(2, 3, 0, 1).flatten(2)  # [T, tokens, L*H], as its feature extractor
     with torch.no_grad():
@@ -85,8 +85,8 @@ def test_a_reference_file_reads_back(tiny_lm, tmp_path):
     estimator.save(tmp_path / "plain.pt")
     coefficients = from_at2_checkpoint(tmp_path / "plain.pt", tiny_lm.fingerprint)
     assert torch.equal(coefficients.theta, estimator.linear.weight.data[0])
-    assert coefficients.metadata.source_kind == "sentence"  # the reference trainer's defaults
-    assert (coefficients.metadata.target, coefficients.metadata.ablation) == ("response-log-odds", "mask")
+    assert coefficients.metadata.level == "sentence"  # the reference trainer's defaults
+    assert (coefficients.metadata.objective, coefficients.metadata.ablation) == ("response-log-odds", "mask")
     biased = ref_estimators.LinearScoreEstimator(extractor, bias=True)
     biased.linear.bias.data[:] = 1e-4
     biased.save(tmp_path / "biased.pt")

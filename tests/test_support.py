@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from at2_rag import AT2Attributor, AverageAttentionScorer
-from at2_rag.detector import ContextVocabulary, SupportDetector
+from at2_rag.support import SUPPORT_SIGN, ContextVocabulary, SupportDetector
 from at2_rag.errors import CoefficientMismatchError, InvalidInputError
 from at2_rag.signals import lookback_ratios, sentence_signals
-from at2_rag.sources import sentence_spans
+from at2_rag.passages import sentence_spans
 from conftest import SHARED
 
 
 def _job(tiny_attributor, kykuit, generated=False):
     response = None if generated else kykuit.response
-    return tiny_attributor.jobs([kykuit.query], [kykuit.sources], [response])[0]
+    return tiny_attributor.pipeline.jobs([kykuit.query], [kykuit.passages], [response])[0]
 
 
 @pytest.mark.parametrize("generated", [False, True])
@@ -53,7 +53,7 @@ def test_no_context_pass_and_pmi(tiny_attributor, kykuit):
     from at2_rag.prompts import build_prompt
 
     job = _job(tiny_attributor, kykuit)
-    attribution = tiny_attributor.score_job(job, support=True)
+    attribution = tiny_attributor.pipeline.score(job, signals=True)
     lm = tiny_attributor.lm
     prompt = build_prompt(lm.tokenizer, kykuit.query, [], template=job.template).input_ids
     assert all(p not in lm.decode(prompt) for p in ("Kykuit is a 40-room", "Union Church of"))
@@ -106,14 +106,14 @@ def test_detector_decides_supported_and_marks_spans(tiny_lm, tiny_calibration, k
     attributor = AT2Attributor(tiny_lm, AverageAttentionScorer(), AverageAttentionScorer(), calibration=tiny_calibration,
                                detector=_detector(tiny_lm))
     response = "Kykuit has 40 rooms. It was carved from green jade by Vikings."
-    cited = attributor.cite(kykuit.query, kykuit.sources, response=response)
-    rows = attributor.support_inputs(cited.attribution)
-    expected = attributor.detector.support(rows)
+    cited = attributor.cite(kykuit.query, kykuit.passages, response=response)
+    rows = attributor.pipeline.detector_rows(cited.attribution)
+    expected = attributor.detector.predict(rows)
     assert [c.support for c in cited.citations] == pytest.approx(expected.tolist())
     assert [c.supported for c in cited.citations] == [bool(p >= 0.4) for p in expected]
-    strict = attributor.cite_attribution(cited.attribution, strictness="strict")
+    strict = attributor.pipeline.cite(cited.attribution, strictness="strict")
     assert sum(c.supported for c in strict.citations) <= sum(c.supported for c in cited.citations)
-    invented = ContextVocabulary([kykuit.query, *(s.text for s in kykuit.sources)])
+    invented = ContextVocabulary([kykuit.query, *(s.text for s in kykuit.passages)])
     spans = invented.unsupported_spans(response[21:], 21)
     assert [response[a:b] for a, b in spans] == ["carved from green jade by Vikings"]
     for c in cited.citations:
@@ -155,7 +155,7 @@ def test_list_shaped_ragtruth_answers_have_no_bare_markers():
 
 def test_fit_keeps_the_sign_of_coverage_and_novelty():
     """Two correlated coverage inputs: unconstrained, one would take the wrong sign; fixed, neither does."""
-    from at2_rag.eval.hallucination import fit_logistic
+    from at2_rag.fit.logistic import fit_logistic
 
     rng = np.random.default_rng(0)
     coverage = rng.uniform(0, 1, 400)
@@ -163,12 +163,14 @@ def test_fit_keeps_the_sign_of_coverage_and_novelty():
     novel = rng.poisson(3 * (1 - coverage))
     y = (rng.uniform(0, 1, 400) < 0.2 + 0.7 * bigram.clip(0, 1)).astype(int)
     x = np.column_stack([coverage, bigram, novel, rng.normal(size=400)])
-    _, _, w, _ = fit_logistic(x, y, 1.0, ["coverage", "bigram_coverage", "novel_content", "log_words"])
+    w = fit_logistic(x, y, ["coverage", "bigram_coverage", "novel_content", "log_words"], 1.0, SUPPORT_SIGN,
+                     balanced=True).weights
     assert w[0] >= 0 and w[1] >= 0 and w[2] <= 0
 
 
 def test_invented_records_are_labelled_unsupported():
-    from at2_rag.eval.hallucination import LabelledAnswer, invented_records
+    from at2_rag.eval.hallucination import LabelledAnswer
+    from at2_rag.fit.detector import invented_records
 
     answers = {f"a{i}": LabelledAnswer(id=f"a{i}", group=f"g{i}", task="QA", model="m", question=f"Question {i}?",
                                        passages=[f"Passage text about topic {i} and its {i} facts."],
@@ -200,9 +202,9 @@ def test_shipped_detector_flags_invented_and_supports_covered_sentences():
                                     "The stone is kept in the British Museum."])
     rows = [vocabulary.facts(text, t, 3) for t, text in enumerate(
         ["Sure!", "Champollion deciphered the Rosetta Stone in 1822.", "It is guarded by trained falcons."])]
-    support = detector.support(rows)
+    support = detector.predict(rows)
     threshold = detector.threshold()
     assert support[0] >= threshold and support[1] >= threshold and support[2] < threshold
-    alone = detector.support([ContextVocabulary(["Who deciphered the Rosetta Stone?"]).facts(
+    alone = detector.predict([ContextVocabulary(["Who deciphered the Rosetta Stone?"]).facts(
         "The answer is Napoleon Bonaparte.", 0, 1)])
     assert alone[0] < threshold

@@ -20,11 +20,11 @@ def _corpus_sources():
 
 
 def _cited(attributor):
-    sources = [("Web security", f"A classic test string is {PAYLOAD}. Write &amp; to show an ampersand."),
+    passages = [("Web security", f"A classic test string is {PAYLOAD}. Write &amp; to show an ampersand."),
                ("Rosetta Stone", "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822."),
                ("Sourdough", "Sourdough bread is leavened by wild yeast.")]
     response = f"Champollion deciphered the Rosetta Stone in 1822. The test string is {PAYLOAD}."
-    return attributor.cite("Who deciphered the Rosetta Stone?", sources, response=response)
+    return attributor.cite("Who deciphered the Rosetta Stone?", passages, response=response)
 
 
 class _Collect(html.parser.HTMLParser):

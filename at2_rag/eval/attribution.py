@@ -2,7 +2,7 @@
 
 With a work directory every example keeps its ablation outputs (keyed by mask) and one record per scorer,
 so a long run resumes after interruption, splits into shards, and re-scoring with new coefficients only
-pays for the ablations that scorer's new top-k sources need.
+pays for the ablations that scorer's new top-k passages need.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..ablation import (DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS, ablation_logprobs, check_choice,
+from ..ablation import (DEFAULT_METHOD, DEFAULT_OBJECTIVE, METHODS, OBJECTIVES, ablation_logprobs, check_choice,
                         random_masks, span_outputs, target_spans)
 from ..attributor import AT2Attributor
 from ..features import AttributionJob
@@ -33,11 +33,11 @@ class AblationCache:
     prompt invalidates them.
     """
 
-    def __init__(self, job: AttributionJob, path: Path | None = None, target: str = DEFAULT_TARGET,
+    def __init__(self, job: AttributionJob, path: Path | None = None, objective: str = DEFAULT_OBJECTIVE,
                  method: str = DEFAULT_METHOD):
         self.job = job
         self.path = path
-        self.target = check_choice(target, TARGETS, "target")
+        self.objective = check_choice(objective, OBJECTIVES, "objective")
         self.method = check_choice(method, METHODS, "ablation method")
         self._logprobs: dict[bytes, np.ndarray] = {}
         self.passes, self.seconds = 0, 0.0
@@ -58,10 +58,10 @@ class AblationCache:
             self._save()
         return np.stack([self._logprobs[m.tobytes()] for m in masks])
 
-    def __call__(self, masks: np.ndarray, target: str | None = None) -> np.ndarray:
+    def __call__(self, masks: np.ndarray, objective: str | None = None) -> np.ndarray:
         """``[n_masks, targets]`` outputs of ``target`` (default: this cache's)."""
         logprobs = torch.from_numpy(self.logprobs(masks))
-        return span_outputs(logprobs, target_spans(self.job), target or self.target).numpy()
+        return span_outputs(logprobs, target_spans(self.job), objective or self.objective).numpy()
 
     def _save(self) -> None:
         if self.path is None:
@@ -114,24 +114,24 @@ def evaluate_example(
     example_dir: Path | None = None,
     level: str = "passage",
     responses: str = "generated",
-    target: str = DEFAULT_TARGET,
+    objective: str = DEFAULT_OBJECTIVE,
     method: str = DEFAULT_METHOD,
 ) -> dict[str, dict]:
     """One record per scorer: LDS, top-k drop, scoring seconds, mean gold rank (cached under ``example_dir``).
 
     ``level``: attribute to passages or to the sentences inside them; ``responses``: the model's own answer
     ('generated') or the gold answer as a sentence ('gold', teacher-forced); ``target`` and ``method``: what
-    the ground truth measures and how it ablates (``ablation.TARGETS``, ``ablation.METHODS``); ESM fits the
-    same. The LDS of every target is recorded too (``lds_by_target``, the same passes). ESM scorers share the
+    the ground truth measures and how it ablates (``ablation.OBJECTIVES``, ``ablation.METHODS``); ESM fits the
+    same. The LDS of every target is recorded too (``lds_by_objective``, the same passes). ESM scorers share the
     example's ablation cache (ESM-32's masks are the first of ESM-128's); their seconds are their passes
     times the measured seconds per ablated pass."""
     records: dict[str, dict] = {}
     todo = []
-    suffix = "" if (target, method) == (DEFAULT_TARGET, DEFAULT_METHOD) else f".{target}.{method}"
+    suffix = "" if (objective, method) == (DEFAULT_OBJECTIVE, DEFAULT_METHOD) else f".{objective}.{method}"
     for scorer in scorers:
         path = example_dir / f"{scorer_key(scorer)}{suffix}.json" if example_dir else None
         stored = json.loads(path.read_text()) if path is not None and path.is_file() else None
-        if stored is not None and (stored.get("target"), stored.get("method")) == (target, method):
+        if stored is not None and (stored.get("objective", stored.get("target")), stored.get("method")) == (objective, method):
             records[scorer.name] = stored
         else:  # none yet, or written before records said their target (those measured token-log-odds)
             todo.append((scorer, path))
@@ -142,9 +142,9 @@ def evaluate_example(
     families = sorted({f for scorer, _ in todo for f in getattr(scorer, "families", ())} | {"attention-weight"},
                       key=("attention-weight", "value-norm", "output-norm").index)
     response = example.answer_sentence if responses == "gold" else None
-    job = attributor.jobs([example.question], [example.sources], [response], families=families)[0].at_level(level)
+    job = attributor.pipeline.jobs([example.question], [example.passages], [response], families=families)[0].at_level(level)
     cache_name = "ablations.npz" if method == DEFAULT_METHOD else f"ablations.{method}.npz"
-    ablate = AblationCache(job, example_dir / cache_name if example_dir else None, target, method)
+    ablate = AblationCache(job, example_dir / cache_name if example_dir else None, objective, method)
     masks = random_masks(job.num_units, n_lds_masks, 0.5, seed=10_000 + index)
     outputs = ablate(masks)
     for scorer, path in todo:
@@ -160,10 +160,10 @@ def evaluate_example(
             "scorer": scorer.name,
             "key": scorer_key(scorer),
             "response": job.response,
-            "target": target,
+            "objective": objective,
             "method": method,
             "lds": lds(job, scores, masks, outputs),
-            "lds_by_target": {t: lds(job, scores, masks, ablate(masks, t)) for t in TARGETS},
+            "lds_by_objective": {t: lds(job, scores, masks, ablate(masks, t)) for t in OBJECTIVES},
             "top_k_drop": {str(k): v for k, v in top_k_drop(job, scores, ks, ablate=ablate).items()},
             "seconds": elapsed,
             "gold_rank": mean_gold_rank(scores.mean(0), _gold_units(job, example)),
@@ -188,7 +188,7 @@ def evaluate_scorers(
     num_shards: int = 1,
     level: str = "passage",
     responses: str = "generated",
-    target: str = DEFAULT_TARGET,
+    objective: str = DEFAULT_OBJECTIVE,
     method: str = DEFAULT_METHOD,
 ) -> dict:
     """LDS, top-k drop, seconds per example and gold-passage rank for each scorer,
@@ -204,7 +204,7 @@ def evaluate_scorers(
     for i, ex in tqdm(mine, desc=f"evaluate shard {shard}/{num_shards}", disable=not progress):
         example_dir = work / f"{i:05d}-{ex.id}" if work is not None else None
         per_example.append(evaluate_example(attributor, ex, i, scorers, n_lds_masks, ks, example_dir, level,
-                                            responses, target, method))
+                                            responses, objective, method))
     summary = {}
     for scorer in scorers:
         rows = [records[scorer.name] for records in per_example]
@@ -212,7 +212,7 @@ def evaluate_scorers(
         summary[scorer.name] = {
             "lds": float(np.mean(lds_values)),
             "lds_ci95": bootstrap_ci(lds_values),
-            "lds_by_target": {t: float(np.mean([r["lds_by_target"][t] for r in rows])) for t in TARGETS},
+            "lds_by_objective": {t: float(np.mean([r["lds_by_objective"][t] for r in rows])) for t in OBJECTIVES},
             "top_k_drop": {str(k): float(np.mean([r["top_k_drop"][str(k)] for r in rows])) for k in ks},
             "top_k_drop_ci95": {str(k): bootstrap_ci([r["top_k_drop"][str(k)] for r in rows]) for k in ks},
             "seconds_per_example": float(np.mean([r["seconds"] for r in rows])),
@@ -226,7 +226,7 @@ def evaluate_scorers(
         "n_lds_masks": n_lds_masks,
         "level": level,
         "responses": responses,
-        "target": target,
+        "objective": objective,
         "method": method,
         "mean_units": mean_units,
         "shard": shard,

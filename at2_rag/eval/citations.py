@@ -23,8 +23,7 @@ from ..attributor import AT2Attributor
 from ..evidence import Embedder, tfidf_similarity
 from ..scorers import AverageAttentionScorer, ESMScorer
 from .attribution import AblationCache
-from .calibrate import record_components, supporting_labels, titled_sentences
-from .hotpotqa import HotpotExample
+from .hotpotqa import HotpotExample, record_components, supporting_labels, titled_sentences
 from .metrics import bootstrap_ci, ranking_metrics, top_k_drop
 
 RESPONSES = {"gold": "gold answer sentence (stand-in for a strong LLM)", "draft": "attributor's own draft"}
@@ -37,15 +36,15 @@ def row_record(attributor: AT2Attributor, ex: HotpotExample, response_kind: str,
     """Scores of every method at both levels for one row and response kind (one captured pass + ESM), and
     with ``faithfulness`` the top-k drop of each method's sentences (a few ablated passes)."""
     response = ex.answer_sentence if response_kind == "gold" else response
-    job = attributor.jobs([ex.question], [ex.sources], [response])[0]
+    job = attributor.pipeline.jobs([ex.question], [ex.passages], [response])[0]
     targets = [t.text for t in job.targets]
     support_inputs = None
     if attributor.detector is not None:
-        support_inputs = attributor.support_inputs(attributor.score_job(job, support=True))
+        support_inputs = attributor.pipeline.detector_rows(attributor.pipeline.score(job, signals=True))
     qa = [f"{ex.question} {t}" for t in targets]
     units = {
-        "passage": [f"{s.title}: {s.text}" for s in ex.sources],
-        "sentence": titled_sentences(ex.sources, job.sentences),
+        "passage": [f"{s.title}: {s.text}" for s in ex.passages],
+        "sentence": titled_sentences(ex.passages, job.sentences),
     }
     scorers = {"at2-passage-θ": attributor.scorer, "at2-sentence-θ": attributor.sentence_scorer,
                "average-attention": AverageAttentionScorer()}
@@ -116,19 +115,19 @@ def _evidence_scores(attributor: AT2Attributor, record: dict, ex: HotpotExample)
     if attributor.calibration is None:
         return {}
     values = record_components(record, ex)
-    owner = np.array([i for i, s in enumerate(ex.sources) for _ in s.sentence_spans()])
+    owner = np.array([i for i, s in enumerate(ex.passages) for _ in s.sentence_spans()])
     out = {}
     for name, model in attributor.calibration.evidence.items():
         prob = model.predict(values)
         out[f"sentence:evidence-{name}"] = prob
-        out[f"passage:evidence-{name}"] = np.stack([prob[:, owner == p].max(-1) for p in range(len(ex.sources))], -1)
+        out[f"passage:evidence-{name}"] = np.stack([prob[:, owner == p].max(-1) for p in range(len(ex.passages))], -1)
     return out
 
 
 def _relevant(ex: HotpotExample, level: str) -> list[int]:
     if level == "passage":
         return list(ex.gold)
-    offsets = np.cumsum([0] + [len(s.sentence_spans()) for s in ex.sources])
+    offsets = np.cumsum([0] + [len(s.sentence_spans()) for s in ex.passages])
     return [int(offsets[i] + j) for i, j in ex.supporting]
 
 
@@ -153,7 +152,7 @@ def abstention(attributor: AT2Attributor, records: dict[str, list[dict]], foreig
         cite_model = attributor.calibration.evidence[attributor.calibration.default_evidence]
         for strictness, threshold in detector.thresholds.items():
             def decide(record, ex, threshold=threshold):
-                return detector.support(record["support_inputs"]) >= threshold
+                return detector.predict(record["support_inputs"]) >= threshold
 
             out[f"detector-{strictness}"] = _abstention_stats(records, foreign, examples, cite_model, decide,
                                                                {"threshold": threshold, "answer_floor": 0.0})

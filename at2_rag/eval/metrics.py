@@ -10,12 +10,12 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..ablation import DEFAULT_TARGET, ablation_outputs
+from ..ablation import DEFAULT_OBJECTIVE, ablation_outputs
 from ..features import AttributionJob
 
 
 def top_k_masks(scores: np.ndarray, ks=(1, 2, 3)) -> np.ndarray:
-    """``[1 + len(ks), sources]`` keep-masks: everything, then without the k highest-scored sources (response mean)."""
+    """``[1 + len(ks), passages]`` keep-masks: everything, then without the k highest-scored passages (response mean)."""
     n = scores.shape[-1]
     order = np.argsort(-scores.mean(0), kind="stable")
     masks = np.ones((1 + len(ks), n), dtype=bool)
@@ -26,20 +26,20 @@ def top_k_masks(scores: np.ndarray, ks=(1, 2, 3)) -> np.ndarray:
 
 def top_k_drop(job: AttributionJob, scores: np.ndarray, ks=(1, 2, 3), batch_size: int | None = None,
                ablate: Callable[[np.ndarray], np.ndarray] | None = None,
-               target: str = DEFAULT_TARGET) -> dict[int, float]:
-    """Drop in the response's output (``target``, mean over targets) when the k highest-scored sources are
+               objective: str = DEFAULT_OBJECTIVE) -> dict[int, float]:
+    """Drop in the response's output (``target``, mean over targets) when the k highest-scored passages are
     removed. ``ablate`` maps masks to ``[masks, targets]`` outputs (e.g. a cache shared by several scorers)."""
-    ablate = ablate or (lambda masks: ablation_outputs(job, masks, batch_size, target))
+    ablate = ablate or (lambda masks: ablation_outputs(job, masks, batch_size, objective))
     outputs = ablate(top_k_masks(scores, ks)).mean(1)
     return {k: float(outputs[0] - outputs[row]) for row, k in enumerate(ks, start=1)}
 
 
 def lds(job: AttributionJob, scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray | None = None,
-        batch_size: int | None = None, target: str = DEFAULT_TARGET) -> float:
+        batch_size: int | None = None, objective: str = DEFAULT_OBJECTIVE) -> float:
     """Linear datamodeling score: Spearman correlation, over random ablation masks, between the predicted
-    output (sum of kept sources' scores) and the actual output (``target``), averaged over targets."""
+    output (sum of kept passages' scores) and the actual output (``target``), averaged over targets."""
     if outputs is None:
-        outputs = ablation_outputs(job, masks, batch_size, target)
+        outputs = ablation_outputs(job, masks, batch_size, objective)
     correlations = []
     for t in range(len(job.targets)):
         predicted = masks.astype(float) @ scores[t]
@@ -51,7 +51,7 @@ def lds(job: AttributionJob, scores: np.ndarray, masks: np.ndarray, outputs: np.
 
 
 def mean_gold_rank(source_scores: np.ndarray, gold) -> float:
-    """Mean 1-based rank of the gold sources when ``source_scores`` (one per source) are sorted descending."""
+    """Mean 1-based rank of the gold passages when ``source_scores`` (one per source) are sorted descending."""
     order = np.argsort(-np.asarray(source_scores), kind="stable")
     return float(np.mean([int(np.flatnonzero(order == g)[0]) + 1 for g in gold]))
 
@@ -69,8 +69,16 @@ def ranking_metrics(scores: np.ndarray, relevant, ks=(2, 4)) -> dict[str, float]
     return out
 
 
-def bootstrap_ci(values, n: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile bootstrap interval of the mean over examples."""
+def bootstrap_ci(values, n: int = 2000, seed: int = 0, statistic=None) -> list[float]:
+    """95% percentile bootstrap interval over examples: of their mean (numbers), or of ``statistic`` (a function
+    of a resampled list of items, e.g. an F1 over answers)."""
+    if statistic is not None:
+        items = list(values)
+        if not items:
+            return [float("nan")] * 2
+        rng = np.random.default_rng(seed)
+        stats = [statistic([items[i] for i in rng.integers(0, len(items), len(items))]) for _ in range(n)]
+        return [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return [float(values.mean()), float(values.mean())] if len(values) else [float("nan")] * 2

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..attributor import AT2Attributor
 from ..scorers import AverageAttentionScorer, ESMScorer
-from .embeddings import minilm_embedder, question_similarity
+from ..embeddings import minilm_embedder, question_similarity
 from .hotpotqa import HotpotExample, load_hotpotqa
 from .metrics import bootstrap_ci, contains_answer, exact_match, mean_gold_rank, token_f1
 
@@ -38,7 +38,7 @@ class GenerationCache:
         key = f"{ex.id}:{','.join(map(str, keep))}"
         if key not in self.entries:
             start = time.perf_counter()
-            answer = attributor.generate(ex.question, [ex.sources[i] for i in keep])
+            answer = attributor.generate(ex.question, [ex.passages[i] for i in keep])
             entry = {"key": key, "answer": answer, "seconds": time.perf_counter() - start}
             self.entries[key] = entry
             with self.path.open("a", encoding="utf-8") as f:
@@ -50,7 +50,7 @@ def _embedding_scores(examples: list[HotpotExample]) -> list[np.ndarray]:
     """Cosine similarity of question and passage under all-MiniLM-L6-v2 (the usual RAG reranker)."""
     embed = minilm_embedder()
     return [question_similarity(embed, ex.question, [f"{s.title}: {s.text}" if s.title else s.text
-                                                     for s in ex.sources]) for ex in examples]
+                                                     for s in ex.passages]) for ex in examples]
 
 
 def _answer_metrics(answer: str, gold: str) -> dict[str, float]:
@@ -82,7 +82,7 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
     gold_rank: dict[str, list[float]] = {m: [] for m in per_k}
     generation_seconds = []
     for i, ex in enumerate(tqdm(examples, desc="hotpotqa pruning", disable=not progress)):
-        job = attributor.jobs([ex.question], [ex.sources])[0]
+        job = attributor.pipeline.jobs([ex.question], [ex.passages])[0]
         generation_seconds.append(job.timings["generate_s"])
         rows["baseline"].append(_answer_metrics(job.response, ex.answer))
         rows["oracle"].append(_answer_metrics(cache.get_or_generate(attributor, ex, ex.gold)["answer"], ex.answer))
@@ -91,7 +91,7 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
             start = time.perf_counter()
             method_scores[name] = np.asarray(scorer.score(job)).mean(0)
             timing[name].append(time.perf_counter() - start)
-        gold_draft = attributor.attribute(ex.question, ex.sources, ex.answer_sentence).scores
+        gold_draft = attributor.attribute(ex.question, ex.passages, ex.answer_sentence).scores
         method_scores["at2 (gold-answer draft)"] = np.asarray(gold_draft)
         if "attributor" in fusion:
             method_scores["fused"] = fusion["attributor"].fuse(method_scores["at2"], embedding[i])
@@ -114,7 +114,7 @@ def run(attributor: AT2Attributor, examples: list[HotpotExample], cache_dir: Pat
         if name in timing:
             methods[name]["attribution_s"] = float(np.mean(timing[name]))
             methods[name]["attribution_over_generation"] = float(np.mean(timing[name])) / mean_generation
-    random_rank = (len(examples[0].sources) + 1) / 2 if examples else None
+    random_rank = (len(examples[0].passages) + 1) / 2 if examples else None
     return {"model": attributor.lm.model_id, "scorer_for_at2": attributor.scorer.name, "n_examples": len(examples),
             "generation_s": mean_generation, "random_gold_rank": random_rank, "methods": methods}
 

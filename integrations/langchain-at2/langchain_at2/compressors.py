@@ -61,8 +61,8 @@ class AT2DocumentCompressor(BaseDocumentCompressor):
     def __init__(self, attributor: AT2Attributor | None = None, **kwargs: Any) -> None:
         if attributor is not None:
             kwargs.setdefault("model", attributor.lm.source)
-            kwargs.setdefault("max_new_tokens", attributor.max_new_tokens)
-            kwargs.setdefault("truncate", attributor.truncate)
+            kwargs.setdefault("max_new_tokens", attributor.pipeline.max_new_tokens)
+            kwargs.setdefault("truncate", attributor.pipeline.truncate)
         super().__init__(**kwargs)
         self._attributor = attributor or AT2Attributor.from_pretrained(
             self.model, self.coefficients, max_new_tokens=self.max_new_tokens, truncate=self.truncate)

@@ -119,7 +119,7 @@ def test_runnable_fits_create_retrieval_chain(tiny_attributor):
     out = chain.invoke({"input": QUESTION})
     assert out["answer"] == ANSWER and len(out["citations"]) == 2
     for citation in out["citations"]:
-        for source in citation["sources"]:
+        for source in citation["passages"]:
             assert out["context"][source["index"]].id == source["id"]
 
 
@@ -135,7 +135,7 @@ def test_runnable_numbers_by_document_position(tiny_attributor):
     docs = [Document(page_content="", id="empty"), *_docs()]
     out = AT2CitationRunnable(attributor=tiny_attributor).invoke({"input": QUESTION, "context": docs, "answer": ANSWER})
     for citation in out["citations"]:
-        for source in citation["sources"]:
+        for source in citation["passages"]:
             assert docs[source["index"]].id == source["id"]
             assert f"[{source['index'] + 1}]" in out["cited_answer"]
     assert "[1]" not in out["cited_answer"]

@@ -210,7 +210,7 @@ def test_citations_number_by_node_position(tiny_attributor):
     metadata = response.metadata
     json.dumps(metadata)  # plain data
     for citation in metadata["citations"]:
-        for source in citation["sources"]:
+        for source in citation["passages"]:
             assert nodes[source["index"]].node.node_id == source["id"]
             assert f"[{source['index'] + 1}]" in metadata["cited_answer"]
     assert "[1]" not in metadata["cited_answer"]  # the image node is never cited

@@ -27,7 +27,7 @@ def cite_response(attributor: AT2Attributor, query: str, response: RESPONSE_TYPE
                   max_sources: int = 3, relative_threshold: float = 0.5) -> RESPONSE_TYPE:
     """Add citations to ``response.metadata`` as plain (JSON-serialisable) data.
 
-    ``citations``: per answer sentence, ``supported``, ``support`` and the cited sources (``index`` = position
+    ``citations``: per answer sentence, ``supported``, ``support`` and the cited passages (``index`` = position
     in ``source_nodes``, node ``id``, the cited sentences with char spans); ``cited_answer``: the answer with
     ``[n]`` markers (n = position + 1) after supported sentences only; ``unsupported``: sentences without
     enough evidence; ``at2_scores``: node id -> AT2 score. The answer (from any LLM) is teacher-forced through
@@ -52,7 +52,7 @@ def cite_response(attributor: AT2Attributor, query: str, response: RESPONSE_TYPE
     metadata["citations"] = [c.model_dump() for c in cited.citations]
     metadata["cited_answer"] = cited.formatted
     metadata["unsupported"] = list(cited.unsupported)
-    metadata["at2_scores"] = {s.id: score for s, score in zip(cited.attribution.sources, cited.attribution.scores)}
+    metadata["at2_scores"] = {s.id: score for s, score in zip(cited.attribution.passages, cited.attribution.scores)}
     response.metadata = metadata
     return response
 

@@ -1,4 +1,5 @@
-"""Is an answer sentence supported by the context at all? A detector fit on labelled RAG answers.
+"""The support verdict: is an answer sentence supported by the context at all? A detector fit on labelled RAG
+answers.
 
 Citing (which source sentence supports a claim) is a ranking and stays with the evidence model. Whether
 anything supports it is a classification with its own labels (answers with human-marked unsupported spans)
@@ -19,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .errors import CoefficientMismatchError
-from .signals import SentenceSignals
+from .errors import CoefficientMismatchError, InvalidInputError
+from .logistic import LogisticModel
+from .results import SentenceSignals
 
 _WORD = re.compile(r"[^\W_]+(?:[.,'’-][^\W_]+)*", re.UNICODE)
 _NUMBER = re.compile(r"^\d[\d.,]*$")
@@ -68,7 +70,7 @@ def words(text: str) -> list[re.Match]:
 
 
 class ContextVocabulary:
-    """Stems and stem bigrams of the context (question + sources), for lexical support facts."""
+    """Stems and stem bigrams of the context (question + passages), for lexical support facts."""
 
     def __init__(self, texts: Sequence[str]):
         self.stems: set[str] = set()
@@ -136,30 +138,26 @@ class ContextVocabulary:
         return [(offset + a, offset + b) for a, b in spans]
 
 
-def feature_row(signals: SentenceSignals, lexical: dict[str, float], evidence: dict[str, float]) -> dict[str, float]:
-    """Every detector input of one answer sentence, by name (lookback ratios as ``lookback_<i>``)."""
+def feature_row(signals: SentenceSignals | None, lexical: dict[str, float], evidence: dict[str, float]) -> dict[str, float]:
+    """Every detector input of one answer sentence, by name (lookback ratios as ``lookback_<i>``; model signals
+    only when the pass computed them)."""
     row = dict(lexical)
     row.update(evidence)
-    for name in MODEL:
-        value = getattr(signals, name)
-        row[name] = 0.0 if value is None else float(value)
-    row.update({f"lookback_{i}": v for i, v in enumerate(signals.lookback)})
+    if signals is not None:
+        for name in MODEL:
+            value = getattr(signals, name)
+            row[name] = 0.0 if value is None else float(value)
+        row.update({f"lookback_{i}": v for i, v in enumerate(signals.lookback)})
     return row
 
 
-class SupportDetector(BaseModel):
-    """Logistic model over named detector inputs, a monotone calibration map, and operating points by strictness."""
+class SupportDetector(LogisticModel):
+    """Logistic model over named inputs, Platt calibration, and operating points by strictness: ``predict`` gives
+    the calibrated probability that each answer sentence is supported."""
 
     model_id: str
     num_layers: int
     num_heads: int
-    features: list[str]
-    mean: list[float]
-    scale: list[float]
-    weights: list[float]
-    bias: float
-    calibration_x: list[float] = Field(description="Calibration knots (Platt scaling, linearly interpolated): raw probability ...")
-    calibration_y: list[float] = Field(description="... and the calibrated probability of being supported.")
     thresholds: dict[str, float] = Field(description="Least calibrated support for ``supported=True``, per "
                                          "strictness ('lenient' flags fewest sentences, 'strict' most).")
     default_strictness: str = "balanced"
@@ -181,25 +179,19 @@ class SupportDetector(BaseModel):
     @property
     def needs_no_context(self) -> bool:
         """Whether its inputs include the short pass without the context (PMI)."""
-        return any(f in NO_CONTEXT for f in self.features)
+        return any(f in NO_CONTEXT for f in self.inputs)
+
+    @property
+    def needs_signals(self) -> bool:
+        """Whether it reads model signals of the pass (lookback ratios, log-probabilities); lexical and evidence
+        inputs need none, and then the pass computes none."""
+        return any(f in MODEL or f.startswith("lookback_") for f in self.inputs)
 
     def threshold(self, strictness: str | None = None) -> float:
         name = strictness or self.default_strictness
         if name not in self.thresholds:
-            from .errors import InvalidInputError
-
             raise InvalidInputError(f"strictness must be one of {sorted(self.thresholds)}, not {name!r}")
         return self.thresholds[name]
-
-    def raw(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
-        """Uncalibrated logistic probability of being supported, per row."""
-        x = np.array([[row[f] for f in self.features] for row in rows], dtype=float).reshape(len(rows), -1)
-        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
-        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
-
-    def support(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
-        """Calibrated probability that each sentence is supported by the context."""
-        return np.interp(self.raw(rows), self.calibration_x, self.calibration_y)
 
     @property
     def digest(self) -> str:
@@ -214,9 +206,7 @@ class SupportDetector(BaseModel):
             detector = cls.model_validate(json.loads(Path(path).read_text()))
         except (ValueError, OSError) as exc:
             raise CoefficientMismatchError(f"{path} is not a support detector file: {exc}") from exc
-        if len(detector.weights) != len(detector.features) or len(detector.mean) != len(detector.features) or \
-                len(detector.scale) != len(detector.features):
-            raise CoefficientMismatchError(f"{path}: weights, mean and scale must have one entry per feature")
-        if not np.all(np.isfinite(detector.weights)) or len(detector.calibration_x) != len(detector.calibration_y):
-            raise CoefficientMismatchError(f"{path}: non-finite weights or a broken calibration table")
+        problem = detector.check_shape()
+        if problem:
+            raise CoefficientMismatchError(f"{path}: {problem}")
         return detector

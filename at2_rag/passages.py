@@ -12,7 +12,7 @@ from .errors import EmptyInputError, InvalidInputError
 from .validation import check_list, check_text, check_unicode
 
 
-class Source(BaseModel):
+class Passage(BaseModel):
     """One attributable piece of context (a passage, a sentence, ...)."""
 
     id: str = Field(description="Stable identifier (e.g. a node or document id).")
@@ -24,7 +24,7 @@ class Source(BaseModel):
         "(e.g. a dataset's own split); None splits by rule (``sentence_spans``).")
 
     @model_validator(mode="after")
-    def _check_sentences(self) -> Source:
+    def _check_sentences(self) -> Passage:
         if self.sentences is not None:
             previous = 0
             for a, b in self.sentences:
@@ -40,7 +40,7 @@ class Source(BaseModel):
         return list(self.sentences) if self.sentences else (sentence_spans(self.text) or [(0, len(self.text))])
 
 
-SourceLike = Union[str, tuple[str, str], Source]
+PassageLike = Union[str, tuple[str, str], Passage]
 
 _SENTENCE_END = re.compile(
     r"(?<=[.!?])[\"')\]]*\s+(?=\S)"  # Latin full stop, then space
@@ -59,28 +59,28 @@ def _ends_in_abbreviation(text: str) -> bool:
     return (len(word) == 1 and word.isupper()) or word.lower() in _ABBREVIATIONS
 
 
-def to_sources(items: Sequence[SourceLike]) -> list[Source]:
-    """Normalise plain strings, ``(title, text)`` pairs or ``Source`` objects to validated ``Source`` objects.
+def to_passages(items: Sequence[PassageLike]) -> list[Passage]:
+    """Normalise plain strings, ``(title, text)`` pairs or ``Passage`` objects to validated ``Passage`` objects.
 
-    A bare ``str``, ``bytes``, ``dict`` or ``None`` raises ``InvalidInputError`` (it is not a list of sources).
+    A bare ``str``, ``bytes``, ``dict`` or ``None`` raises ``InvalidInputError`` (it is not a list of passages).
     """
-    sources: list[Source] = []
-    for i, item in enumerate(check_list(items, "sources")):
-        if isinstance(item, Source):
+    passages: list[Passage] = []
+    for i, item in enumerate(check_list(items, "passages")):
+        if isinstance(item, Passage):
             source = item
         elif isinstance(item, str):
-            source = Source(id=str(i), text=item)
+            source = Passage(id=str(i), text=item)
         elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
-            source = Source(id=str(i), title=item[0], text=item[1])
+            source = Passage(id=str(i), title=item[0], text=item[1])
         else:
-            raise InvalidInputError(f"source {i} is a {type(item).__name__}; expected str, (title, text) or Source")
+            raise InvalidInputError(f"source {i} is a {type(item).__name__}; expected str, (title, text) or Passage")
         check_text(source.text, f"source {i} ({source.id!r}) text")
         if source.title:
             check_unicode(source.title, f"source {i} title")
-        sources.append(source)
-    if not sources:
-        raise EmptyInputError("no sources given: attribution needs at least one source")
-    return sources
+        passages.append(source)
+    if not passages:
+        raise EmptyInputError("no passages given: attribution needs at least one source")
+    return passages
 
 
 _LIST_MARKER = re.compile(r"\s*(?:\(?(?:\d{1,3}|[A-Za-z]|[ivxlcIVXLC]{1,5})[.)]|[-*\u2022\u2023\u25e6\u2013\u2014])\s*")

@@ -22,22 +22,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..attributor import AT2Attributor
-from ..evidence import (
-    AT2_COMPONENTS,
-    EMBEDDING_COMPONENTS,
-    LEXICAL_COMPONENTS,
-    Calibration,
-    Embedder,
-    EvidenceModel,
-    FusionModel,
-    abstention_threshold,
-    components,
-    fit_evidence_model,
-    zscore,
-)
-from .embeddings import question_similarity
-from .hotpotqa import HotpotExample
-from .metrics import ranking_metrics
+from ..evidence import AT2_COMPONENTS, EMBEDDING_COMPONENTS, LEXICAL_COMPONENTS, Calibration, Embedder, EvidenceModel, FusionModel
+from ..embeddings import question_similarity
+from ..eval.hotpotqa import HotpotExample, sentence_columns, record_components, supporting_labels, titled_sentences
+from ..eval.metrics import ranking_metrics
+from .logistic import fit_logistic
 
 KINDS = ("llm", "attributor")
 EVIDENCE_SETS = {
@@ -50,21 +39,15 @@ FUSION_KS = (1.0, 3.0, 10.0, 60.0)
 SUB_CONTEXT_DISTRACTORS = (0, 1, 3)
 
 
-def titled_sentences(example_sources, sentences) -> list[str]:
-    """"Title: sentence" for each source sentence (questions name the entities that titles carry)."""
-    return [f"{example_sources[i].title}: {example_sources[i].text[a:b]}" if example_sources[i].title
-            else example_sources[i].text[a:b] for i, a, b in sentences]
-
-
 def record_for(attributor: AT2Attributor, example: HotpotExample, kind: str, embed: Embedder) -> dict:
     """One pass over a row for a drafter kind: AT2 passage/sentence scores, texts, embedding similarities."""
     response = example.answer_sentence if kind == "llm" else None
-    job = attributor.jobs([example.question], [example.sources], [response])[0]
-    attribution = attributor.score_job(job)
-    titled = titled_sentences(example.sources, job.sentences)
+    job = attributor.pipeline.jobs([example.question], [example.passages], [response])[0]
+    attribution = attributor.pipeline.score(job)
+    titled = titled_sentences(example.passages, job.sentences)
     qa = [f"{example.question} {t.text}" for t in attribution.targets]
     vectors = embed([*qa, *titled])
-    passages = [f"{s.title}: {s.text}" if s.title else s.text for s in example.sources]
+    passages = [f"{s.title}: {s.text}" if s.title else s.text for s in example.passages]
     return {
         "id": example.id, "kind": kind, "response": attribution.response,
         "targets": [t.text for t in attribution.targets],
@@ -90,52 +73,44 @@ def collect_records(attributor: AT2Attributor, examples: Sequence[HotpotExample]
     return out
 
 
-def record_components(record: dict, example: HotpotExample, passages: Sequence[int] | None = None
-                      ) -> dict[str, np.ndarray]:
-    """Every evidence component for a record (embedding similarities come from the record), over all source
-    sentences or those of ``passages`` only."""
-    passages = range(len(example.sources)) if passages is None else passages
-    columns = _columns(example, passages)
-    sentences = [(i, a, b) for i in passages for a, b in example.sources[i].sentence_spans()]
-    values = components(example.question, record["targets"], titled_sentences(example.sources, sentences),
-                        np.asarray(record["at2_sentence"])[:, columns])
-    values["emb_qa"] = np.asarray(record["emb_qa"])[:, columns]
-    values["emb_qa_z"] = zscore(values["emb_qa"])
-    return values
-
-
-def _offsets(example: HotpotExample) -> np.ndarray:
-    """Index of each passage's first sentence among all of the row's sentences (and the total at the end)."""
-    return np.cumsum([0] + [len(s.sentence_spans()) for s in example.sources])
-
-
-def _columns(example: HotpotExample, passages: Sequence[int]) -> np.ndarray:
-    offsets = _offsets(example)
-    return np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in passages]).astype(int)
-
-
 def sub_contexts(record: dict, example: HotpotExample, seed: int) -> list[tuple[dict, np.ndarray]]:
     """(components, labels) of the row cut to its gold passages plus k random distractors, for each k in
     ``SUB_CONTEXT_DISTRACTORS``. AT2 scores are the full pass's restricted to the kept sentences (no new pass):
     what the components of a smaller context look like, not a re-run of the model on it."""
     rng = np.random.default_rng(seed)
-    distractors = [i for i in range(len(example.sources)) if i not in example.gold]
+    distractors = [i for i in range(len(example.passages)) if i not in example.gold]
     labels = supporting_labels(example, len(record["targets"]))
     out = []
     for k in SUB_CONTEXT_DISTRACTORS:
         picked = rng.choice(distractors, size=min(k, len(distractors)), replace=False).tolist()
         passages = sorted({*example.gold, *picked})
-        out.append((record_components(record, example, passages), labels[:, _columns(example, passages)]))
+        out.append((record_components(record, example, passages), labels[:, sentence_columns(example, passages)]))
     return out
 
 
-def supporting_labels(example: HotpotExample, n_targets: int) -> np.ndarray:
-    """``[targets, source sentences]`` 1 where the sentence is a supporting fact of the row."""
-    offsets = _offsets(example)
-    labels = np.zeros(int(offsets[-1]))
-    for i, j in example.supporting:
-        labels[offsets[i] + j] = 1
-    return np.tile(labels, (n_targets, 1))
+def fit_evidence_model(name: str, names: Sequence[str], rows: Sequence[dict[str, np.ndarray]],
+                       labels: Sequence[np.ndarray], precision: float = 0.8, c: float = 1.0) -> EvidenceModel:
+    """Fit on rows of components (each ``[targets, sentences]``) and 0/1 supporting-fact labels of the same shape;
+    then choose the threshold: the lowest top-sentence probability at which the top sentence is a supporting
+    fact with at least ``precision`` (on these rows)."""
+    x = np.concatenate([np.stack([r[n] for n in names], -1).reshape(-1, len(names)) for r in rows])
+    y = np.concatenate([np.asarray(lab).reshape(-1) for lab in labels]).astype(int)
+    fitted = EvidenceModel(name=name, threshold=0.0, **fit_logistic(x, y, names, c=c).model_dump())
+    tops, hits = top_evidence(fitted, rows, labels)
+    fitted.threshold = abstention_threshold(tops, hits, precision)
+    return fitted
+
+
+def abstention_threshold(top_scores: np.ndarray, hits: np.ndarray, precision: float = 0.8) -> float:
+    """Lowest threshold t such that among items with score >= t, the hit rate is at least ``precision`` (the
+    deepest such cut; a shallower cut may dip below it). Falls back to the highest score when none reaches it."""
+    order = np.argsort(-top_scores, kind="stable")
+    cumulative = np.cumsum(hits[order]) / np.arange(1, len(order) + 1)
+    ok = cumulative >= precision
+    if not ok.any():
+        return float(top_scores.max()) if len(top_scores) else 1.0
+    last = len(ok) - 1 - int(np.argmax(ok[::-1]))  # the deepest cut that still meets the precision
+    return float(top_scores[order[last]])
 
 
 def evidence_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> dict[str, float]:

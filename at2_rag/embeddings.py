@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from ..evidence import Embedder
+from .evidence import Embedder
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,37 +16,37 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ablation import (DEFAULT_METHOD, DEFAULT_TARGET, METHODS, TARGETS, ablation_logprobs, ablation_logprobs_shared,
+from ..ablation import (DEFAULT_METHOD, DEFAULT_OBJECTIVE, METHODS, OBJECTIVES, ablation_logprobs, ablation_logprobs_shared,
                        check_choice, random_masks, span_outputs, target_spans)
-from .attention import FAMILIES, family_name, parse_families
-from .coefficients import CoefficientMetadata, Coefficients
-from .errors import InvalidInputError
-from .features import collect
-from .lm import LanguageModel
-from .prompts import PromptTemplate
-from .sources import Source
+from ..attention import FAMILIES, family_name, parse_families
+from ..coefficients import CoefficientMetadata, Coefficients
+from ..errors import InvalidInputError
+from ..features import collect
+from ..lm import LanguageModel
+from ..prompts import PromptTemplate
+from ..passages import Passage
 
 ABLATION_KEYS = ("masks", "outputs", "token_logprobs", "response", "method")
 """A collected file's ablations: keep-masks, the outputs of the target it was collected with (training
 recomputes any target from the token log-probs and the ``target_spans`` its feature pass records), the
-response and how sources were ablated (``ablation.METHODS``)."""
+response and how passages were ablated (``ablation.METHODS``)."""
 CONTEXT_KEYS = ("context", "base_row", "recipe", "response_kind")
 """What a recombined example's file adds: its context's id (the cross-fitting group), base row and recipe
 (to rebuild the context from the rows) and which response it reads."""
 
 
 class TrainingExample(Protocol):
-    """What training needs of an example: an id, a question and its sources (any dataset fits)."""
+    """What training needs of an example: an id, a question and its passages (any dataset fits)."""
 
     id: str
     question: str
-    sources: list[Source]
+    passages: list[Passage]
 
 
 def _features(lm: LanguageModel, ex: TrainingExample, response: str, level: str, families: Sequence[str],
               template: PromptTemplate | None, n_tokens: int | None = None) -> dict[str, np.ndarray]:
     """One teacher-forced pass: target-averaged and per-token features of every family (float16)."""
-    job = collect(lm, [ex.question], [ex.sources], [response], template=template, families=families)[0].at_level(level)
+    job = collect(lm, [ex.question], [ex.passages], [response], template=template, families=families)[0].at_level(level)
     if n_tokens is not None and len(job.response_ids) != n_tokens:
         raise InvalidInputError(f"example {ex.id}: the stored response re-tokenizes to {len(job.response_ids)} "
                                 f"tokens, not the {n_tokens} its ablations scored; collect it again")
@@ -86,7 +86,7 @@ def collect_examples(
     lm: LanguageModel,
     examples: Sequence[TrainingExample],
     out_dir: str | Path,
-    source_kind: str = "passage",
+    level: str = "passage",
     n_masks: int = 32,
     keep_prob: float = 0.5,
     shard: int = 0,
@@ -99,9 +99,9 @@ def collect_examples(
     method: str = DEFAULT_METHOD,
 ) -> list[Path]:
     """Write one ``.npz`` per example of this shard; resumable (finished examples are skipped). ``method``:
-    how sources are ablated (``ablation.METHODS``).
+    how passages are ablated (``ablation.METHODS``).
 
-    ``source_kind='sentence'`` ablates the sentences inside the passages. ``responses`` (one per example)
+    ``level='sentence'`` ablates the sentences inside the passages. ``responses`` (one per example)
     teacher-forces given answers; None generates the model's own. An example whose ablations exist (collected
     earlier or imported with ``import_ablations``) but lack a requested feature family costs one more pass only.
     """
@@ -117,18 +117,18 @@ def collect_examples(
                 raise InvalidInputError(f"{path} was ablated by {_method_of(item)!r}, not {method!r}; use another "
                                         "work directory")
             if not set(families) <= set(_captured(item)) or "target_spans" not in item:
-                item.update(_features(lm, ex, str(item["response"]), source_kind, families, template,
+                item.update(_features(lm, ex, str(item["response"]), level, families, template,
                                       item["token_logprobs"].shape[1]))
                 _write(path, item)
         else:
             response = responses[i] if responses is not None else None
-            job = collect(lm, [ex.question], [ex.sources], [response], template=template,
-                          max_new_tokens=max_new_tokens, families=families)[0].at_level(source_kind)
+            job = collect(lm, [ex.question], [ex.passages], [response], template=template,
+                          max_new_tokens=max_new_tokens, families=families)[0].at_level(level)
             masks = random_masks(job.num_units, n_masks, keep_prob, seed=i)
             logprobs = ablation_logprobs(job, masks, method=method)
             _write(path, {"masks": masks, "outputs": span_outputs(logprobs, target_spans(job)).numpy(),
                           "token_logprobs": logprobs.numpy(), "response": np.array(job.response),
-                          "method": np.array(method), **_job_arrays(job, source_kind)})
+                          "method": np.array(method), **_job_arrays(job, level)})
         written.append(path)
     return written
 
@@ -136,9 +136,9 @@ def collect_examples(
 def _drafts(lm: LanguageModel, ex, template: PromptTemplate | None, kinds: Sequence[str], max_new_tokens: int,
             seed: int) -> dict[str, str]:
     """The model's own greedy and/or sampled (temperature 1, seeded) drafts of a context, blank-line stopped."""
-    from .prompts import build_prompt
+    from ..prompts import build_prompt
 
-    prompt = build_prompt(lm.tokenizer, ex.question, ex.sources, template=template or PromptTemplate()).input_ids
+    prompt = build_prompt(lm.tokenizer, ex.question, ex.passages, template=template or PromptTemplate()).input_ids
     drafts = {}
     for kind in kinds:
         sample = torch.Generator().manual_seed(seed) if kind == "sampled" else None
@@ -151,7 +151,7 @@ def collect_contexts(
     lm: LanguageModel,
     contexts: Sequence,
     out_dir: str | Path,
-    source_kind: str = "passage",
+    level: str = "passage",
     kinds: Sequence[str] = ("gold", "support", "greedy", "sampled"),
     n_masks: int = 32,
     keep_prob: float = 0.5,
@@ -169,7 +169,7 @@ def collect_contexts(
     groups by context, never splitting the responses of one context across folds. Empty or repeated responses
     (a draft equal to the gold sentence) are dropped.
     """
-    from .eval.recombine import context_seed
+    from .recombine import context_seed
 
     out_dir, families, mine = _shard(out_dir, families, contexts, shard, num_shards)
     written = []
@@ -188,15 +188,15 @@ def collect_contexts(
         if not unique:  # only drafts were asked for and the model wrote nothing: no example here
             done.write_text("")
             continue
-        jobs = [collect(lm, [ex.question], [ex.sources], [text], template=template, families=families)[0]
-                .at_level(source_kind) for text in unique.values()]
+        jobs = [collect(lm, [ex.question], [ex.passages], [text], template=template, families=families)[0]
+                .at_level(level) for text in unique.values()]
         masks = random_masks(jobs[0].num_units, n_masks, keep_prob, seed=seed)
         names = []
         for kind, job, logprobs in zip(unique, jobs, ablation_logprobs_shared(jobs, masks)):
             path = out_dir / f"{i:05d}-{ex.id}-{kind}.npz"
             _write(path, {"masks": masks, "outputs": span_outputs(logprobs, target_spans(job)).numpy(),
                           "token_logprobs": logprobs.numpy(), "response": np.array(job.response),
-                          "method": np.array(DEFAULT_METHOD), **_job_arrays(job, source_kind),
+                          "method": np.array(DEFAULT_METHOD), **_job_arrays(job, level),
                           "context": np.array(ex.id), "base_row": np.array(ex.base_row),
                           "recipe": np.array(ex.recipe, dtype=np.int64), "response_kind": np.array(kind)})
             names.append(path.name)
@@ -205,12 +205,12 @@ def collect_contexts(
     return written
 
 
-def refresh_context_features(lm: LanguageModel, paths: Sequence[Path], rows: Sequence, source_kind: str,
+def refresh_context_features(lm: LanguageModel, paths: Sequence[Path], rows: Sequence, level: str,
                              families: Sequence[str], template: PromptTemplate | None = None,
                              progress: bool = True) -> None:
     """Give imported recombined examples (ablations only) the features of ``families``: the context is rebuilt
     from ``rows`` by its recipe, then one teacher-forced pass per response."""
-    from .eval.recombine import rebuild
+    from .recombine import rebuild
 
     families = parse_families(families)
     for path in tqdm(list(paths), desc="features", disable=not progress):
@@ -219,7 +219,7 @@ def refresh_context_features(lm: LanguageModel, paths: Sequence[Path], rows: Seq
         if set(families) <= set(_captured(item)) and "target_spans" in item:
             continue
         ex = rebuild(rows, str(item["context"]), int(item["base_row"]), item["recipe"].tolist())
-        item.update(_features(lm, ex, str(item["response"]), source_kind, families, template,
+        item.update(_features(lm, ex, str(item["response"]), level, families, template,
                               item["token_logprobs"].shape[1]))
         _write(path, item)
 
@@ -269,8 +269,8 @@ def import_ablations(path: str | Path, out_dir: str | Path) -> list[Path]:
 
 @dataclass
 class Design:
-    """Fitting data with the sources summed out: ``pred[n, m] = X[n, m] · θ`` with
-    ``X[n, m] = Σ_s (2 mask[m, s] - 1) F[n, s]``, so examples with any number of sources share one array.
+    """Fitting data with the passages summed out: ``pred[n, m] = X[n, m] · θ`` with
+    ``X[n, m] = Σ_s (2 mask[m, s] - 1) F[n, s]``, so examples with any number of passages share one array.
 
     ``x`` ``[targets, masks, features]`` is float16 (memory-mapped when built with ``path``); ``y`` the
     ablation outputs; ``groups`` the example each target came from, or its context when several responses
@@ -308,11 +308,11 @@ class Design:
     @classmethod
     def load(cls, paths: Iterable[str | Path], families: Sequence[str] = ("attention-weight",),
              chunk_tokens: int | None = None, path: str | Path | None = None,
-             target: str = DEFAULT_TARGET) -> Design:
+             objective: str = DEFAULT_OBJECTIVE) -> Design:
         """Design of these collected examples for ``families`` (columns picked from what was captured), with
-        ablation outputs of ``target`` (``ablation.TARGETS``) computed from the stored token log-probs."""
-        check_choice(target, TARGETS, "target")
-        return cls.from_items([_item(p, parse_families(families), chunk_tokens, target) for p in paths], path)
+        ablation outputs of ``target`` (``ablation.OBJECTIVES``) computed from the stored token log-probs."""
+        check_choice(objective, OBJECTIVES, "objective")
+        return cls.from_items([_item(p, parse_families(families), chunk_tokens, objective) for p in paths], path)
 
     def subset(self, keep: np.ndarray) -> Design:
         return Design(self.x[keep], self.y[keep], self.groups[keep])
@@ -323,7 +323,7 @@ class Design:
 
 
 def _item(path: str | Path, families: tuple[str, ...], chunk_tokens: int | None,
-          target: str = DEFAULT_TARGET) -> dict[str, np.ndarray]:
+          objective: str = DEFAULT_OBJECTIVE) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as stored:
         item = dict(stored)
     captured = _captured(item)
@@ -343,12 +343,12 @@ def _item(path: str | Path, families: tuple[str, ...], chunk_tokens: int | None,
         tokens = pick(item["token_features"]).astype(np.float32)
         spans = [(a, min(a + chunk_tokens, len(tokens))) for a in range(0, len(tokens), chunk_tokens)]
         item["features"] = np.stack([tokens[a:b].mean(0) for a, b in spans])
-    item["outputs"] = span_outputs(torch.from_numpy(item["token_logprobs"]), spans, target).numpy()
+    item["outputs"] = span_outputs(torch.from_numpy(item["token_logprobs"]), spans, objective).numpy()
     return item
 
 
 def _method_of(item) -> str:
-    """How a collected file's sources were ablated (files from before the option: removal)."""
+    """How a collected file's passages were ablated (files from before the option: removal)."""
     return str(item["method"]) if "method" in item else DEFAULT_METHOD
 
 
@@ -441,7 +441,7 @@ def cross_fit(design: Design, folds: int = 5, scored: Design | None = None, **fi
 def train(
     lm: LanguageModel,
     collected: Sequence[Path],
-    source_kind: str,
+    level: str,
     training_data: str,
     families: Sequence[str] = ("attention-weight",),
     steps: int = 1000,
@@ -450,9 +450,9 @@ def train(
     chunk_tokens: int | None = None,
     command: str = "",
     progress: bool = True,
-    target: str = DEFAULT_TARGET,
+    objective: str = DEFAULT_OBJECTIVE,
 ) -> Coefficients:
-    """Fit θ for ``families`` on every collected example to predict ``target`` (``ablation.TARGETS``); report
+    """Fit θ for ``families`` on every collected example to predict ``target`` (``ablation.OBJECTIVES``); report
     the in-sample correlation (the ceiling of a linear surrogate on these features) and, with enough examples,
     the ``folds``-fold cross-fitted one. Correlations are measured on sentence targets, whatever
     ``chunk_tokens`` fit on. The file records the target and the ablation method of the collected files."""
@@ -461,8 +461,8 @@ def train(
     methods = {ablation_method(p) for p in paths}
     if len(methods) > 1:
         raise InvalidInputError(f"the collected files mix ablation methods {sorted(methods)}; train on one")
-    fit_design = Design.load(paths, families, chunk_tokens, target=target)
-    sentence_design = Design.load(paths, families, target=target) if chunk_tokens else fit_design
+    fit_design = Design.load(paths, families, chunk_tokens, objective=objective)
+    sentence_design = Design.load(paths, families, objective=objective) if chunk_tokens else fit_design
     kwargs = {"steps": steps, "l2": l2, "standardize": families != ("attention-weight",)}
     theta = fit_theta(fit_design, progress=progress, **kwargs)
     uniform = torch.full_like(theta, 1.0 / theta.numel())
@@ -473,9 +473,9 @@ def train(
     fp = lm.fingerprint
     metadata = CoefficientMetadata(
         model_id=fp["model_id"], model_type=fp["model_type"], revision=lm.revision, num_layers=fp["num_layers"],
-        num_heads=fp["num_heads"], source_kind=source_kind, feature_family=family_name(families),
+        num_heads=fp["num_heads"], level=level, feature_family=family_name(families),
         training_data=training_data, n_examples=len(paths), n_targets=int(fit_design.x.shape[0]),
-        n_ablations=int(fit_design.x.shape[1]), metrics=metrics, target=target,
+        n_ablations=int(fit_design.x.shape[1]), metrics=metrics, objective=objective,
         ablation=methods.pop() if methods else DEFAULT_METHOD,
         notes="targets: "
               + (f"chunks of {chunk_tokens} response tokens, " if chunk_tokens else "")

@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ..errors import InvalidInputError
-from ..sources import Source
-from .hotpotqa import HotpotExample
+from ..passages import Passage
+from ..eval.hotpotqa import HotpotExample
 
 RESPONSE_KINDS = ("gold", "support", "greedy", "sampled")
 """Responses read per context: the gold answer as a sentence, one supporting-fact sentence (both fixed text),
@@ -31,7 +31,7 @@ class RecombinedExample(BaseModel):
     question: str
     base_row: int = Field(description="Index (in the train rows) of the row whose question is asked.")
     recipe: list[tuple[int, int]] = Field(description="(row index, passage index) of every source, in prompt order.")
-    sources: list[Source]
+    passages: list[Passage]
     responses: dict[str, str] = Field(default_factory=dict,
                                       description="Fixed-text responses by kind (gold, support); drafts are "
                                       "written by the model when the context is collected.")
@@ -41,8 +41,8 @@ def _seed(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def _source(rows: Sequence[HotpotExample], row: int, passage: int) -> Source:
-    original = rows[row].sources[passage]
+def _source(rows: Sequence[HotpotExample], row: int, passage: int) -> Passage:
+    original = rows[row].passages[passage]
     return original.model_copy(update={"id": f"{rows[row].id}:{passage}"})
 
 
@@ -66,7 +66,7 @@ def build_recombined(
         raise InvalidInputError("recombining needs at least one train row")
     if not 1 <= min_passages <= max_passages:
         raise InvalidInputError(f"need 1 <= min_passages <= max_passages, got {min_passages}, {max_passages}")
-    allowed = [[p for p, s in enumerate(row.sources) if s.title not in exclude_titles] for row in rows]
+    allowed = [[p for p, s in enumerate(row.passages) if s.title not in exclude_titles] for row in rows]
     bases = [r for r, row in enumerate(rows) if row.gold and set(row.gold) <= set(allowed[r])]
     if not bases:
         raise InvalidInputError("no train row keeps its gold passages once the excluded titles are removed")
@@ -85,12 +85,12 @@ def build_recombined(
             take_foreign = foreign and (not own or rng.random() < foreign_share)
             recipe.append(foreign.pop() if take_foreign else (base, own.pop()))
         recipe = [recipe[i] for i in rng.permutation(len(recipe))]
-        sources = [_source(rows, r, p) for r, p in recipe]
+        passages = [_source(rows, r, p) for r, p in recipe]
         fact = row.supporting[int(rng.integers(len(row.supporting)))]
-        a, b = row.sources[fact[0]].sentence_spans()[fact[1]]
-        responses = {"gold": row.answer_sentence, "support": row.sources[fact[0]].text[a:b].strip()}
+        a, b = row.passages[fact[0]].sentence_spans()[fact[1]]
+        responses = {"gold": row.answer_sentence, "support": row.passages[fact[0]].text[a:b].strip()}
         out.append(RecombinedExample(id=f"{row.id}-c{c}", question=row.question, base_row=base, recipe=recipe,
-                                     sources=sources, responses=responses))
+                                     passages=passages, responses=responses))
     return out
 
 
@@ -99,9 +99,9 @@ def rebuild(rows: Sequence[HotpotExample], example_id: str, base_row: int,
     """The context a stored record names, from the same rows (checks the base row's id)."""
     if not 0 <= base_row < len(rows) or not example_id.startswith(rows[base_row].id):
         raise InvalidInputError(f"record {example_id} does not come from these rows (base row {base_row})")
-    sources = [_source(rows, int(r), int(p)) for r, p in recipe]
+    passages = [_source(rows, int(r), int(p)) for r, p in recipe]
     return RecombinedExample(id=example_id, question=rows[base_row].question, base_row=base_row,
-                             recipe=[(int(r), int(p)) for r, p in recipe], sources=sources)
+                             recipe=[(int(r), int(p)) for r, p in recipe], passages=passages)
 
 
 def context_seed(example_id: str) -> int:
