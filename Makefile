@@ -23,7 +23,7 @@ $(RAY_STAMP): $(STAMP)
 install: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/at2-rag demo
+	HF_HUB_OFFLINE=1 $(BIN)/at2-rag demo --data ../shared/data/hotpotqa/validation.jsonl --rag ../shared/data/rag
 
 test: $(STAMP) $(RAY_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -116,8 +116,15 @@ def _passages(att: Attribution, uid: str, order: Sequence[int], sentence_class, 
     return "".join(out)
 
 
-def _legend(entries: Sequence[str]) -> str:
-    return f'<div class="legend">{" · ".join(entries)}</div>' if entries else ""
+def _frame(uid: str, title: str, answer_heading: str, answer: str, legend: Sequence[str], meta: str,
+           passages: str, interactive: bool = False) -> str:
+    """The two-column fragment every view shares: the question, the answer with its legend, the passages."""
+    legend_html = f'<div class="legend">{" · ".join(legend)}</div>' if legend else ""
+    meta_html = f'<div class="meta">{meta}</div>' if meta else ""
+    script = f"<script>{SCRIPT % repr(uid)}</script>" if interactive else ""
+    return (f'<div class="at2v" id="{uid}"><style>{STYLE}</style><div class="q">{html.escape(title)}</div>'
+            f'<div class="ans"><h3>{answer_heading}</h3><p>{answer}</p>{legend_html}{meta_html}</div>'
+            f'<div class="srcs"><h3>Passages</h3>{passages}</div>{script}</div>')
 
 
 def cited_html(cited: CitedResponse, kept: Sequence[int] | None = None, ranking: Sequence[float] | None = None,
@@ -201,12 +208,7 @@ def cited_html(cited: CitedResponse, kept: Sequence[int] | None = None, ranking:
         legend.append('<span class="tag pruned">pruned</span> passage not kept')
     meta = (f"attributor {html.escape(att.model)} · evidence model {html.escape(cited.evidence_model)} · "
             f"{len(cited.citations) - n_unsupported} of {len(cited.citations)} sentences supported")
-    heading = f'<div class="q">{html.escape(title or att.query)}</div>'
-    return (f'<div class="at2v" id="{uid}"><style>{STYLE}</style>{heading}'
-            f'<div class="ans"><h3>Answer</h3><p>{"".join(answer)}</p>{_legend(legend)}'
-            f'<div class="meta">{meta}</div></div>'
-            f'<div class="srcs"><h3>Passages</h3>{passages}</div>'
-            f'<script>{SCRIPT % repr(uid)}</script></div>')
+    return _frame(uid, title or att.query, "Answer", "".join(answer), legend, meta, passages, interactive=True)
 
 
 def attribution_html(att: Attribution, title: str | None = None, uid: str | None = None) -> str:
@@ -227,11 +229,8 @@ def attribution_html(att: Attribution, title: str | None = None, uid: str | None
     passages = _passages(att, uid, sorted(range(len(att.passages)), key=lambda k: -att.scores[k]), sentence_class,
                          lambda j: f"AT2 {att.sentence_scores[j]:+.4f}" if j < len(att.sentence_scores) else "", tags)
     legend = ['passage sentences: AT2 score <span>0</span> <span class="bar"></span> <span>max</span>'] if top else []
-    return (f'<div class="at2v" id="{uid}"><style>{STYLE}</style>'
-            f'<div class="q">{html.escape(title or att.query)}</div>'
-            f'<div class="ans"><h3>Response</h3><p>{html.escape(att.response)}</p>{_legend(legend)}'
-            f'<div class="meta">scorer {html.escape(att.scorer)} · attributor {html.escape(att.model)}</div></div>'
-            f'<div class="srcs"><h3>Passages</h3>{passages}</div></div>')
+    meta = f"scorer {html.escape(att.scorer)} · attributor {html.escape(att.model)}"
+    return _frame(uid, title or att.query, "Response", html.escape(att.response), legend, meta, passages)
 
 
 def compressed_html(compressed: CompressedContext, title: str | None = None, uid: str | None = None) -> str:
@@ -250,10 +249,7 @@ def compressed_html(compressed: CompressedContext, title: str | None = None, uid
                          lambda j: f"ranking {compressed.ranking[j]:.3f}", tags)
     legend = [f'<span class="key ps drop">dropped</span> sentence · {compressed.tokens_before} -> '
               f'{compressed.tokens_after} tokens ({compressed.ratio:.0%} kept), budget {html.escape(compressed.budget)}']
-    return (f'<div class="at2v" id="{uid}"><style>{STYLE}</style>'
-            f'<div class="q">{html.escape(title or att.query)}</div>'
-            f'<div class="ans"><h3>Answer</h3><p>{html.escape(att.response)}</p>{_legend(legend)}</div>'
-            f'<div class="srcs"><h3>Passages</h3>{passages}</div></div>')
+    return _frame(uid, title or att.query, "Answer", html.escape(att.response), legend, "", passages)
 
 
 def page(fragments: Sequence[str], title: str = "at2-rag") -> str:

@@ -72,7 +72,8 @@ def test_cite(attributor):
 def test_reports(attributor):
     result = attributor.attribute("Where is Big Ben?", SOURCES, response="London.")
     html = result.to_html()
-    assert "<html" in html and "Big Ben" in html and "London." in html
+    assert html.startswith("<div class=\"at2v\"") and "Big Ben" in html and "London." in html
+    assert "London." in result._repr_html_()  # notebooks render the same view inline
     frame = result.to_dataframe()
     assert list(frame["rank"].sort_values()) == [1, 2, 3]
 
@@ -105,3 +106,18 @@ def test_unknown_model():
         AT2Attributor.from_pretrained("no-such-org/no-such-model-xyz")
     with pytest.raises(ModelLoadError, match="GGUF file not found"):
         AT2Attributor.from_pretrained("/nonexistent/model.gguf")
+
+
+def test_loading_is_quiet_and_results_read_in_a_few_lines(attributor, capfd):
+    capfd.readouterr()
+    AT2Attributor.from_pretrained()  # no GGUF de-quantisation bars unless verbose=True
+    out, err = capfd.readouterr()
+    assert out == "" and "de-quantizing" not in err and "Loading weights" not in err
+    cited = attributor.cite("Which tower is in Paris?", SOURCES, response="The Eiffel Tower is in Paris. It is made "
+                            "of chocolate.")
+    text = repr(cited)
+    assert len(text) < 600 and "lookback" not in text and "[1]" in text and "UNSUPPORTED" in text
+    assert len(repr(cited.attribution)) < 200 and len(repr(attributor.prune("q", SOURCES, response="Paris.",
+                                                                             top_n=1))) < 100
+    first = cited.citations[0].passages[0]
+    assert first.number == first.index + 1 and f"[{first.number}]" in cited.formatted

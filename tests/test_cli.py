@@ -62,3 +62,49 @@ def test_export_coefficients_writes_the_reference_format(tmp_path):
     assert torch.equal(back.theta, shipped.theta.float()) and back.metadata.level == "passage"
     missing = _run("export-coefficients", str(out), "--coefficients", str(tmp_path / "none.safetensors"))
     assert missing.returncode == 2 and "no coefficient file" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tiny_lm, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-model")
+    tiny_lm.model.save_pretrained(path)
+    tiny_lm.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_cite_and_compress_commands(tiny_model_dir, tmp_path):
+    record = {"question": "Where is the Eiffel Tower?", "answer": "It is in Paris. It opened in 1889.",
+              "passages": [{"title": "Eiffel", "text": "The Eiffel Tower is in Paris. It opened in 1889."},
+                           "Bananas are yellow when ripe."]}
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(record))
+    cited = _run("cite", str(path), "--model", str(tiny_model_dir), "--json", str(tmp_path / "c.jsonl"),
+                 "--html", str(tmp_path / "c.html"))
+    assert cited.returncode == 0, cited.stderr
+    assert cited.stdout.startswith("0: It is in Paris.")
+    row = json.loads((tmp_path / "c.jsonl").read_text())
+    assert [c["sentence"] for c in row["citations"]] == ["It is in Paris.", "It opened in 1889."]
+    assert "at2v" in (tmp_path / "c.html").read_text()
+    small = _run("compress", str(path), "--model", str(tiny_model_dir), "--budget", "0.5",
+                 "--json", str(tmp_path / "k.jsonl"))
+    assert small.returncode == 0, small.stderr
+    row = json.loads((tmp_path / "k.jsonl").read_text())
+    assert len(row["texts"]) == 2 and row["tokens_after"] <= row["tokens_before"] // 2 + 20
+
+
+def test_user_and_lab_commands_are_separate():
+    top = _run("--help")
+    assert all(name in top.stdout for name in ("demo", "attribute", "cite", "compress", "lab"))
+    assert "fit-detector" not in top.stdout.split("positional arguments", 1)[1].split("options")[0]
+    lab = _run("lab", "--help")
+    assert all(name in lab.stdout for name in ("train", "calibrate", "fit-detector", "evaluate", "bench"))
+    old = _run("calibrate", "--out", "x.json")  # the old spelling still works, with a note
+    assert "deprecated: use at2-rag lab calibrate" in old.stderr and "--data" in old.stderr
+    assert old.returncode == 2
+
+
+def test_bad_cite_input_is_one_line(tmp_path):
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({"question": "q?"}))
+    result = _run("cite", str(path))
+    assert result.returncode == 2 and "passages" in result.stderr and "Traceback" not in result.stderr

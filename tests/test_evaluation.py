@@ -39,9 +39,9 @@ def test_evaluation_resumes_and_reuses_ablations(attributor, small_rows, tmp_pat
 
     import json
     old = next(tmp_path.glob("00000-*/average-attention.json"))  # as written before records named their target
-    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k not in ("target", "method")}))
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k not in ("objective", "method")}))
     evaluation.evaluate_scorers(attributor, small_rows, scorers, n_lds_masks=6, progress=False, work_dir=tmp_path)
-    assert json.loads(old.read_text())["target"] == "response-log-odds" and not calls  # rescored from the cache
+    assert json.loads(old.read_text())["objective"] == "response-log-odds" and not calls  # rescored from the cache
 
     with_esm = evaluation.evaluate_scorers(attributor, small_rows[:1], [*scorers, make_scorer("esm-4")],
                                            n_lds_masks=6, progress=False, work_dir=tmp_path)
