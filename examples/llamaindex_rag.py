@@ -1,5 +1,6 @@
 """LlamaIndex RAG: retrieve, let your LLM draft, keep the nodes the draft relies on (AT2 fused with the
-retriever's score), answer, cite each sentence with the sentences that support it. Runs offline.
+retriever's score), answer, cite each sentence with the sentences that support it, as metadata and as
+LlamaIndex CitationBlocks. Runs offline.
 
     python examples/llamaindex_rag.py
 
@@ -17,9 +18,7 @@ from llama_index.core.base.llms.types import CompletionResponse, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2Postprocessor
-
-from at2_rag import AT2Attributor
+from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2Postprocessor, citation_blocks
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rag"
 
@@ -49,10 +48,8 @@ def main() -> None:
     Settings.llm = StandInLLM(answers={q["question"]: q["answer"] for q in questions})
     index = VectorStoreIndex.from_documents([Document(text=c["text"], metadata={"title": c["title"]}) for c in corpus])
 
-    attributor = AT2Attributor.from_pretrained()
-    postprocessor = AT2Postprocessor(attributor=attributor, top_n=2)   # drafts with Settings.llm
-    engine = AT2CitationQueryEngine(index.as_query_engine(similarity_top_k=6, node_postprocessors=[postprocessor]),
-                                    attributor=attributor)
+    postprocessor = AT2Postprocessor(top_n=2)   # drafts with Settings.llm; the shared default attributor
+    engine = AT2CitationQueryEngine(index.as_query_engine(similarity_top_k=6, node_postprocessors=[postprocessor]))
     for q in questions + [{"question": "Who deciphered the Rosetta Stone, and where is it kept?",
                            "note": "an answer with one unsupported sentence"}]:
         if "note" in q:  # the same question, answered with an invented claim added
@@ -68,6 +65,10 @@ def main() -> None:
                 print(f"  unsupported (support {citation['support']:.2f}): {citation['sentence']!r}")
             for source in citation["passages"]:
                 print(f"  [{source['index'] + 1}] support {source['score']:.2f}: {source['quote']!r}")
+        for block in citation_blocks(response):
+            where = block.additional_location_info
+            print(f"  CitationBlock(title={block.title!r}, answer[{where['start_char_index']}:"
+                  f"{where['end_char_index']}], cited_content={block.cited_content.text[:48]!r}...)")
 
 
 if __name__ == "__main__":

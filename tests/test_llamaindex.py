@@ -1,5 +1,7 @@
 """Real LlamaIndex pipelines on the default model: MiniLM retrieval, the user's LLM drafts (a fixed stand-in
-that answers as a capable LLM would), AT2 keeps and cites the passage the answer comes from."""
+that answers as a capable LLM would), AT2 keeps and cites the passage the answer comes from, as metadata and
+as CitationBlocks; a pipeline of postprocessor, citation engine, event handler and local LLM loads the model
+once."""
 
 import asyncio
 import logging
@@ -138,3 +140,100 @@ def test_event_handler_cites_every_query(rag_index, attributor):
     finally:
         dispatcher.event_handlers.remove(handler)
     assert handler.records and plain.metadata["citations"]
+    assert set(handler.records[-1]) == {"question", "answer", "run_id", "citations", "cited_answer", "unsupported",
+                                        "at2_scores"}
+    assert handler.records[-1]["question"] == questions[1]["question"]
+
+
+def test_a_query_whose_citations_come_back_as_citation_blocks(rag_index, attributor):
+    from llama_index.core.base.llms.types import CitationBlock
+    from llama_index.postprocessor.at2 import citation_blocks
+
+    questions, index = rag_index
+    engine = AT2CitationQueryEngine(index.as_query_engine(similarity_top_k=4), attributor=attributor,
+                                    raise_on_error=True)
+    for q in questions:
+        response = engine.query(q["question"])
+        blocks = citation_blocks(response)
+        texts = {n.node.node_id: n.node.get_content() for n in response.source_nodes}
+        assert blocks and all(isinstance(b, CitationBlock) for b in blocks)
+        assert {b.title for b in blocks} >= set(q["gold_titles"]), q["question"]
+        for block in blocks:
+            assert block.cited_content.text in texts[block.source]
+            where = block.additional_location_info
+            assert response.response[where["start_char_index"]:where["end_char_index"]] in [
+                c["sentence"] for c in response.metadata["citations"]]
+
+
+def test_cite_message_lists_the_invented_sentence(rag_index, attributor):
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole
+    from llama_index.postprocessor.at2 import cite_message
+
+    from at2_rag.demo import INVENTED
+
+    questions, index = rag_index
+    q = questions[0]
+    nodes = index.as_retriever(similarity_top_k=4).retrieve(q["question"])
+    answer = f"{q['answer']} {INVENTED}"
+    cited = cite_message(ChatMessage(role=MessageRole.ASSISTANT, content=answer), nodes, q["question"],
+                         attributor=attributor, raise_on_error=True)
+    record = cited.additional_kwargs["at2"]
+    assert record["unsupported"] == [INVENTED]
+    blocks = cited.blocks[1:]
+    assert blocks and all(answer[b.additional_location_info["start_char_index"]:
+                                 b.additional_location_info["end_char_index"]] != INVENTED for b in blocks)
+    assert {b.title for b in blocks} >= set(q["gold_titles"])
+
+
+def test_sentence_compression_keeps_the_answering_sentences(rag_index, attributor):
+    questions, index = rag_index
+    q = questions[0]
+    nodes = index.as_retriever(similarity_top_k=4).retrieve(q["question"])
+    kept = AT2Postprocessor(attributor=attributor, granularity="sentence", budget=0.3).postprocess_nodes(
+        nodes, query_str=q["question"])
+    text = " ".join(n.node.get_content() for n in kept)
+    assert "Champollion" in text and "British Museum" in text
+    assert len(text) < sum(len(n.node.get_content()) for n in nodes)
+
+
+def test_a_pipeline_loads_the_model_once(rag_index, monkeypatch):
+    """AT2LocalLLM, AT2Postprocessor, AT2CitationQueryEngine and AT2CitationEventHandler, none given an
+    attributor: the model's weights are read once."""
+    import transformers
+
+    import at2_rag.attributor as attributor_module
+    import at2_rag.lm as lm_module
+
+    questions, index = rag_index
+    loads = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def counted(*args, **kwargs):
+        loads.append(args[:1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", counted)
+    monkeypatch.setattr(attributor_module, "_shared", {})
+    lm_module._load_model.cache_clear()
+    llm = AT2LocalLLM(max_new_tokens=8)
+    postprocessor = AT2Postprocessor(llm=llm, top_n=2)
+    engine = AT2CitationQueryEngine(index.as_query_engine(similarity_top_k=3, node_postprocessors=[postprocessor],
+                                                          llm=llm))
+    handler = AT2CitationEventHandler()
+    assert len(loads) == 1
+    assert postprocessor.attributor is engine.attributor is handler.attributor
+    assert engine.query(questions[1]["question"]).metadata["citations"] is not None
+    assert len(loads) == 1
+
+
+def test_budget_auto_with_the_shipped_keep_rule(rag_index, attributor):
+    """budget='auto' reads the keep rule shipped for the default model (skipped until one ships)."""
+    if attributor.keep_rule is None:
+        pytest.skip("no keep rule ships for the default model yet")
+    questions, index = rag_index
+    q = questions[0]
+    nodes = index.as_retriever(similarity_top_k=4).retrieve(q["question"])
+    kept = AT2Postprocessor(attributor=attributor, granularity="sentence", budget="auto").postprocess_nodes(
+        nodes, query_str=q["question"])
+    assert kept and all("at2_kept_spans" in n.node.metadata for n in kept)
+    assert "Champollion" in " ".join(n.node.get_content() for n in kept)

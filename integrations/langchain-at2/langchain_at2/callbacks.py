@@ -11,7 +11,17 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from at2_rag import AT2Attributor
-from langchain_at2.citations import cite_documents
+from at2_rag.context import (
+    AttributorSettings,
+    CitationOptions,
+    check_citation_options,
+    citation_record,
+    cite_with,
+    default_attributor,
+    fail_open,
+    skipped_record,
+)
+from langchain_at2._convert import document_items
 
 logger = logging.getLogger(__name__)
 
@@ -19,13 +29,21 @@ logger = logging.getLogger(__name__)
 class AT2CitationCallbackHandler(BaseCallbackHandler):
     """Pass in ``config={"callbacks": [handler]}``. Every top-level run keeps its own question and documents
     (state is keyed by the run tree, so ``chain.batch([q1, q2])`` cites each answer against its own
-    documents); ``records`` gets one entry per answered LLM call that followed a retrieval in its run."""
+    documents); ``records`` gets one entry per answered LLM call that followed a retrieval in its run:
+    ``question``, ``answer``, ``run_id`` and the citation record (``citations``, ``cited_answer``,
+    ``unsupported``, ``at2_scores``; or ``at2_skipped``), the same shape as LlamaIndex's
+    ``AT2CitationEventHandler.records``. Options: the citation options (``at2_rag.context.CitationOptions``);
+    without ``attributor=``, the shared default attributor. A fault while citing fails open (a record with
+    ``at2_skipped`` and a warning); a configuration error, or anything with ``raise_on_error``, raises
+    through the run."""
 
-    def __init__(self, attributor: AT2Attributor | None = None, max_sources: int = 3,
-                 relative_threshold: float = 0.5) -> None:
-        self.attributor = attributor or AT2Attributor.from_pretrained()
-        self.max_sources = max_sources
-        self.relative_threshold = relative_threshold
+    raise_error = True  # our own faults are caught; what still raises is a configuration error
+
+    def __init__(self, attributor: AT2Attributor | None = None, **options) -> None:
+        settings = {k: options.pop(k) for k in list(options) if k in AttributorSettings.model_fields}
+        self.options = CitationOptions(**options)
+        self.attributor = attributor or default_attributor(AttributorSettings(**settings))
+        check_citation_options(self.attributor, self.options)
         self.records: list[dict[str, Any]] = []
         self._parents: dict[UUID, UUID | None] = {}
         self._runs: dict[UUID, dict[str, Any]] = {}
@@ -83,11 +101,10 @@ class AT2CitationCallbackHandler(BaseCallbackHandler):
         if not answer.strip():
             return
         try:
-            cited = cite_documents(self.attributor, question, list(documents), answer, self.max_sources,
-                                   self.relative_threshold)
+            record = citation_record(cite_with(self.attributor, self.options, question,
+                                               document_items(list(documents)), answer))
         except Exception as exc:
-            logger.warning("AT2CitationCallbackHandler: citations failed for %r (%s: %s)",
-                           question, type(exc).__name__, exc)
-            return
+            record = skipped_record(answer, fail_open(exc, self.options.raise_on_error, "AT2CitationCallbackHandler",
+                                                      question, "answer left without citations"))
         with self._lock:
-            self.records.append({"question": question, "answer": answer, "run_id": str(root), **cited})
+            self.records.append({"question": question, "answer": answer, "run_id": str(root), **record})

@@ -18,7 +18,7 @@ from langchain_core.language_models import FakeListChatModel
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from at2_rag import InvalidInputError
+from at2_rag import ConfigurationError, InvalidInputError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,7 +44,8 @@ def _store():
 
 def test_is_a_document_compressor(tiny_attributor):
     assert issubclass(AT2DocumentCompressor, BaseDocumentCompressor)
-    assert AT2DocumentCompressor(attributor=tiny_attributor, top_k=2).top_n == 2
+    with pytest.warns(DeprecationWarning, match="top_k"):
+        assert AT2DocumentCompressor(attributor=tiny_attributor, drafter="attributor", top_k=2).top_n == 2
 
 
 def test_drafts_with_a_chat_model_and_keeps_copies(tiny_attributor):
@@ -61,9 +62,10 @@ def test_drafts_with_a_chat_model_and_keeps_copies(tiny_attributor):
 def test_fuses_relevance_scores_and_embeddings(tiny_attributor):
     docs = [d.model_copy(update={"metadata": {**d.metadata, "relevance_score": s}})
             for d, s in zip(_docs(), (0.9, 0.2, 0.1))]
-    compressor = AT2DocumentCompressor(attributor=tiny_attributor, top_n=2)
+    compressor = AT2DocumentCompressor(attributor=tiny_attributor, drafter="attributor", top_n=2)
     assert compressor.compress_with_ranking(docs, QUESTION, ANSWER)[1].fused
-    embedded = AT2DocumentCompressor(attributor=tiny_attributor, top_n=2, embeddings=DeterministicFakeEmbedding(size=8))
+    embedded = AT2DocumentCompressor(attributor=tiny_attributor, drafter="attributor", top_n=2,
+                                     embeddings=DeterministicFakeEmbedding(size=8))
     assert embedded.compress_with_ranking(_docs(), QUESTION, ANSWER)[1].fused
 
 
@@ -76,10 +78,24 @@ def test_contextual_compression_retriever_sync_and_async(tiny_attributor):
     assert len(sync) == 1 and [d.id for d in got] == [d.id for d in sync]
 
 
-@pytest.mark.parametrize("kwargs", [{"top_n": 0}, {"bogus": 1}, {"threshold": float("inf")}, {"max_tokens": 0}])
+@pytest.mark.parametrize("kwargs", [{"top_n": 0}, {"bogus": 1}, {"threshold": float("inf")}, {"max_tokens": 0},
+                                    {"budget": 1.5, "granularity": "sentence"}, {"granularity": "words"},
+                                    {"drafter": "gpt"}])
 def test_bad_configuration_raises(tiny_attributor, kwargs):
     with pytest.raises(ValueError):
-        AT2DocumentCompressor(attributor=tiny_attributor, **kwargs)
+        AT2DocumentCompressor(attributor=tiny_attributor, drafter=kwargs.pop("drafter", "attributor"), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"granularity": "sentence", "top_n": 2}, "granularity='passage'"),
+    ({"budget": 0.3}, "granularity='sentence'"),
+    ({"granularity": "sentence"}, "keep rule"),           # budget='auto' without a shipped keep rule
+    ({"threshold": "auto"}, "keep rule"),
+])
+def test_conflicting_or_unservable_options_raise_configuration_error(tiny_attributor, kwargs, match):
+    assert tiny_attributor.keep_rule is None
+    with pytest.raises(ConfigurationError, match=match):
+        AT2DocumentCompressor(attributor=tiny_attributor, drafter="attributor", **kwargs)
 
 
 def test_fail_open_names_the_query(tiny_attributor, caplog):
@@ -97,7 +113,7 @@ def test_fail_open_names_the_query(tiny_attributor, caplog):
 
 
 def test_concurrent_compressions_match_serial(tiny_attributor):
-    compressor = AT2DocumentCompressor(attributor=tiny_attributor, top_n=2)
+    compressor = AT2DocumentCompressor(attributor=tiny_attributor, drafter="attributor", top_n=2)
     queries = [QUESTION, "How high is Kilimanjaro?"]
     serial = [[(d.id, d.metadata["at2_score"]) for d in compressor.compress_with_ranking(_docs(), q, ANSWER)[0]]
               for q in queries]
@@ -210,6 +226,13 @@ def test_a_timeout_fails_open_with_at2_skipped(tiny_attributor):
     assert len(second) == 1 and "at2_skipped" not in second[0].metadata
 
 
-def test_no_llm_drafts_locally(tiny_attributor):
-    kept = AT2DocumentCompressor(attributor=tiny_attributor, top_n=2).compress_documents(_docs(), QUESTION)
+def test_no_llm_raises_with_the_fix(tiny_attributor):
+    """One rule in both integrations: drafter='llm' (the default) needs an LLM, else ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="llm=.*drafter='attributor'"):
+        AT2DocumentCompressor(attributor=tiny_attributor, top_n=2)
+
+
+def test_attributor_drafter_drafts_locally(tiny_attributor):
+    kept = AT2DocumentCompressor(attributor=tiny_attributor, drafter="attributor", top_n=2).compress_documents(
+        _docs(), QUESTION)
     assert len(kept) == 2 and all("at2_skipped" not in d.metadata for d in kept)

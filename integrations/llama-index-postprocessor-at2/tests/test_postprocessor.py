@@ -112,6 +112,7 @@ def test_attributor_drafter_needs_no_llm(tiny_attributor):
     assert len(kept) == 1
 
 
+@pytest.mark.filterwarnings("ignore:.*top_k:DeprecationWarning")
 @pytest.mark.parametrize("kwargs", [{"top_n": 0}, {"top_k": 0}, {"max_tokens": 0}, {"threshold": float("nan")},
                                     {"bogus": 1}, {"order": "random"}, {"drafter": "gpt"}])
 def test_bad_configuration_raises_at_construction(tiny_attributor, kwargs):
@@ -120,7 +121,8 @@ def test_bad_configuration_raises_at_construction(tiny_attributor, kwargs):
 
 
 def test_top_k_is_accepted_as_top_n(tiny_attributor, llm):
-    assert AT2Postprocessor(attributor=tiny_attributor, llm=llm, top_k=1).top_n == 1
+    with pytest.warns(DeprecationWarning, match="top_k"):
+        assert AT2Postprocessor(attributor=tiny_attributor, llm=llm, top_k=1).top_n == 1
 
 
 def test_unknown_model_fails_at_construction():
