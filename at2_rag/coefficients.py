@@ -244,7 +244,7 @@ def to_at2_checkpoint(coefficients: Coefficients, path: str | Path) -> None:
                                                  "model_type": meta.model_type}},
                 "kwargs": {"normalize": True, "non_negative": False, "bias": False},
                 "extras": {"level": meta.level, "model_id": meta.model_id, "objective": meta.objective,
-                           "ablation": meta.ablation, "exported_by": "at2-rag export-coefficients"}}, str(path))
+                           "ablation": meta.ablation, "exported_by": "at2-rag lab export-coefficients"}}, str(path))
 
 
 def from_hub(repo_id: str, fingerprint: dict, filename: str = "score_estimator.pt",

@@ -2,7 +2,7 @@
 
 AT2's sentence scores say what the model read while producing a sentence; a lexical match of the
 question + response sentence says which text overlaps. An ``EvidenceModel`` is a logistic model over such
-components, fit on supporting facts of training rows (``at2-rag calibrate``), so its output reads as the
+components, fit on supporting facts of training rows (``at2-rag lab calibrate``), so its output reads as the
 probability that a source sentence is a supporting fact of the response sentence. The pure-AT2 model uses
 AT2 components only; the hybrid adds lexical ones (and embedding similarity when an embedder is given).
 """
@@ -108,7 +108,7 @@ def _rrf(scores: Sequence[float], k: float) -> np.ndarray:
 
 
 class Calibration(BaseModel):
-    """What ``at2-rag calibrate`` fits for one model: evidence models, the default one, and fusion weights
+    """What ``at2-rag lab calibrate`` fits for one model: evidence models, the default one, and fusion weights
     per drafter kind ('llm': the user's answer; 'attributor': the attributor's own draft)."""
 
     model_id: str

@@ -1,6 +1,6 @@
-"""Top-sentence precision of an evidence model against its abstention threshold, from `at2-rag calibrate` records.
+"""Top-sentence precision of an evidence model against its abstention threshold, from `at2-rag lab calibrate` records.
 
-For each records directory (one per sentence θ), the evidence model is fit exactly as `at2-rag calibrate` fits
+For each records directory (one per sentence θ), the evidence model is fit exactly as `at2-rag lab calibrate` fits
 it; then every train response sentence's top evidence is ranked by probability and the hit rate (top sentence is
 a supporting fact) is printed over the top n sentences, pooled and per drafter kind, with the threshold the
 calibration would choose. It shows how much margin the 80% precision target has.
@@ -61,7 +61,7 @@ def curve(folder: Path, examples, model_name: str, precision: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("records", nargs="+", type=Path, help="`at2-rag calibrate --work-dir` folders")
+    parser.add_argument("records", nargs="+", type=Path, help="`at2-rag lab calibrate --work-dir` folders")
     parser.add_argument("--data", default="../shared/data/hotpotqa/train.jsonl", help="the rows the records cover")
     parser.add_argument("--limit", type=int, default=110, help="train rows the records cover")
     parser.add_argument("--model", default="hybrid", choices=sorted(EVIDENCE_SETS))

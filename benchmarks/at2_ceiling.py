@@ -1,6 +1,6 @@
 """How good can any single θ be? AT2's LDS with the shipped coefficients against θ fitted on the evaluated rows.
 
-Reads an `at2-rag evaluate --work-dir` directory (ablations cached per example), regenerates each row's
+Reads an `at2-rag lab evaluate --work-dir` directory (ablations cached per example), regenerates each row's
 features (one generation per row) and reports LDS on the same 32 masks for:
   shipped   - the coefficients AT2 uses (trained on the train split);
   cross-fit - θ fitted on the other half of these rows (2 folds): what more same-distribution data buys;
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
     rows = load_rows(attributor, Path(args.data), args.limit, Path(args.work_dir), args.n_lds_masks)
     if len(rows) < 4:
-        raise SystemExit(f"only {len(rows)} evaluated rows in {args.work_dir}; run `at2-rag evaluate --work-dir` first")
+        raise SystemExit(f"only {len(rows)} evaluated rows in {args.work_dir}; run `at2-rag lab evaluate --work-dir` first")
     items = [r["item"] for r in rows]
     results = {"shipped": mean_lds(rows, attributor.scorer.coefficients.theta)}
     half = len(rows) // 2

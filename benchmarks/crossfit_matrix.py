@@ -1,7 +1,7 @@
 """Train cross-fit of θ fit to one ablation signal and scored on another: the regression target (the paper's
 whole-response log-odds or the mean per-token log-odds) and the ablation method (removal or attention mask).
 
-Each ``--runs NAME=DIR`` is a folder of collected files (``at2-rag train --work-dir``) for the same rows and
+Each ``--runs NAME=DIR`` is a folder of collected files (``at2-rag lab train --work-dir``) for the same rows and
 keep-masks (collection seeds masks by row index, whatever the method), so a θ fit on one signal can be scored
 on another fold by fold. Prints the matrix and writes JSON.
 """

@@ -5,7 +5,7 @@ and the fitting targets (whole response sentences, or chunks of a few response t
 ablations) of each family are chosen by cross-fit on train; correlations are always measured on sentence targets.
 Writes one coefficient file per family and a JSON table.
 
-Validation numbers come from ``at2-rag evaluate --extra-coefficients <files>`` (see docs/benchmarks.md).
+Validation numbers come from ``at2-rag lab evaluate --extra-coefficients <files>`` (see docs/benchmarks.md).
 
     python benchmarks/feature_families.py --work-dir runs/train --level sentence --responses gold \
         --out-dir runs/families --json docs/results/feature_families_sentence.json
@@ -29,7 +29,7 @@ SPECS = ("attention-weight", "value-norm", "output-norm", "+".join(FAMILIES))
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work-dir", default="runs/train", help="collected ablations (at2-rag train --work-dir)")
+    parser.add_argument("--work-dir", default="runs/train", help="collected ablations (at2-rag lab train --work-dir)")
     parser.add_argument("--level", choices=["passage", "sentence"], default="sentence")
     parser.add_argument("--responses", choices=["generated", "gold"], default="gold")
     parser.add_argument("--data", help="the train jsonl the ablations were collected on")
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in SPECS:
         best, tried = None, []
         for l2, chunk in itertools.product(penalties, chunks):
-            command = (f"at2-rag train --source-kind {args.level} --responses {args.responses} --limit {len(paths)} "
+            command = (f"at2-rag lab train --source-kind {args.level} --responses {args.responses} --limit {len(paths)} "
                        f"--families {spec} --l2 {l2} --steps {args.steps}"
                        + (f" --chunk-tokens {chunk}" if chunk else ""))
             coefficients = train(lm, paths, args.level, source, spec.split("+"), steps=args.steps, l2=l2,

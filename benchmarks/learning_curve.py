@@ -1,10 +1,10 @@
 """AT2 learning curve: is the gap to ESM data? θ fit on 10..110 train rows (and with recombined contexts added),
 scored by train cross-fit and by validation LDS, with LDS fit against log(training examples).
 
-Train: collected example files (``at2-rag train`` work directories; ``--extra`` adds recombined contexts).
+Train: collected example files (``at2-rag lab train`` work directories; ``--extra`` adds recombined contexts).
 Cross-fit folds go by base train row, so no question is on both sides of a fold. Validation: the first
 ``--rows`` validation rows, gold answer teacher-forced, the same 32 LDS masks (seed 10,000 + row) and the same
-ablation cache layout as ``at2-rag evaluate``, so its ESM rows on those examples compare one to one and a later
+ablation cache layout as ``at2-rag lab evaluate``, so its ESM rows on those examples compare one to one and a later
 ``evaluate`` with the same ``--work-dir`` reuses the ablations.
 
     python benchmarks/learning_curve.py --level sentence --train runs/gold/sentence \
@@ -97,7 +97,7 @@ def _validation_lds(theta: torch.Tensor, jobs) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--level", choices=["passage", "sentence"], required=True)
-    parser.add_argument("--train", required=True, help="collected per-row files (at2-rag train --work-dir)/<level>")
+    parser.add_argument("--train", required=True, help="collected per-row files (at2-rag lab train --work-dir)/<level>")
     parser.add_argument("--extra", help="collected recombined-context files to add on top of all rows")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--draws", type=int, default=3, help="random row subsets per size below the full set")

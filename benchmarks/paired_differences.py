@@ -1,4 +1,4 @@
-"""Markdown tables from an `at2-rag evaluate --json` result: every scorer side by side, then paired differences
+"""Markdown tables from an `at2-rag lab evaluate --json` result: every scorer side by side, then paired differences
 (one scorer minus each other on the same examples, 95% bootstrap over examples) and win/tie/loss counts.
 
     python benchmarks/paired_differences.py docs/results/evaluate_sentence.json --scorer "at2[...]"
@@ -53,7 +53,7 @@ def tables(result: dict, scorer: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("result", help="JSON written by at2-rag evaluate --json")
+    parser.add_argument("result", help="JSON written by at2-rag lab evaluate --json")
     parser.add_argument("--scorer", default="at2", help="the scorer compared with every other one")
     args = parser.parse_args(argv)
     with open(args.result) as f:

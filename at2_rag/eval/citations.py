@@ -1,4 +1,4 @@
-"""Citation benchmark (`at2-rag bench citations`): how well each method finds HotpotQA's supporting facts.
+"""Citation benchmark (`at2-rag lab bench citations`): how well each method finds HotpotQA's supporting facts.
 
 Responses: (a) the gold answer written as a short sentence, a stand-in for a correct answer from a strong
 LLM, and (b) the attributor's own draft. Sources at passage level (gold passages) and sentence level

@@ -1,4 +1,4 @@
-"""Fit what citations and fusion need on HotpotQA train rows (`at2-rag calibrate`), reproducibly.
+"""Fit what citations and fusion need on HotpotQA train rows (`at2-rag lab calibrate`), reproducibly.
 
 For each train row and each drafter kind ('llm': the gold answer as a short sentence, a stand-in for a
 strong LLM's answer; 'attributor': the attributor's own draft) one teacher-forced or generated pass gives

@@ -144,7 +144,7 @@ def fit_detector(attributor: AT2Attributor, train: Sequence[dict], calibration: 
 
 
 
-# ---- fitting: `at2-rag fit-detector` -------------------------------------------------------------------------
+# ---- fitting: `at2-rag lab fit-detector` -------------------------------------------------------------------------
 
 # What the shipped detector is fit on: (file, task or None for all, first N of those or None for all).
 TRAIN_DATA = (("ragtruth_dev.jsonl", "QA", None), ("ragtruth_dev.jsonl", "Summary", SUMMARY_LIMIT),
