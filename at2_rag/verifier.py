@@ -229,6 +229,26 @@ def load_base(base_dir: str | Path | None = None):
     return model, tokenizer
 
 
+def extended_mask(model: Any, hidden: Any, mask: Any) -> Any:
+    """The attention mask the encoder layers take (the model's own bidirectional mask for ``mask``)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
+
+
+def head_logits(model: Any, hidden: Any, mask: Any, pooling: str = "mean") -> Any:
+    """``[batch]`` logits from the last hidden states: mean over the pair's tokens (all-MiniLM-L6-v2's own pooling)
+    or the [CLS] pooler (``pooling='cls'``), then the classification head."""
+    if pooling == "cls":
+        pooled = model.bert.pooler(hidden)
+    elif pooling == "mean":
+        weight = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weight).sum(1) / weight.sum(1).clamp(min=1)
+    else:
+        raise CoefficientMismatchError(f"unknown verifier pooling {pooling!r}")
+    return model.classifier(model.dropout(pooled))[:, 0]
+
+
 class Verifier:
     """P(the evidence entails the claim) from the fine-tuned MiniLM cross-encoder."""
 
@@ -238,6 +258,7 @@ class Verifier:
         self.metadata = dict(metadata or {})
         self.max_length = int(self.metadata.get("max_length", MAX_LENGTH))
         self.threshold = float(self.metadata.get("threshold", 0.5))
+        self.pooling = str(self.metadata.get("pooling", "mean"))
 
     @classmethod
     def load(cls, path: str | Path | None = None, base_dir: str | Path | None = None) -> Verifier:
@@ -282,7 +303,8 @@ class Verifier:
                 idx = order[start:start + batch_size]
                 batch = self.tokenizer([claims[i] for i in idx], [evidences[i] for i in idx], truncation=True,
                                        max_length=self.max_length, padding=True, return_tensors="pt")
-                logits = self.model(**batch).logits[:, 0].float()
+                hidden = self.model.bert(**batch).last_hidden_state
+                logits = head_logits(self.model, hidden, batch["attention_mask"], self.pooling).float()
                 out[idx] = torch.sigmoid(logits).numpy()
         return out
 

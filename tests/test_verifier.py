@@ -214,3 +214,20 @@ def test_shipped_verifier_prefers_faithful_claims():
     for passages, faithful, swapped in cases:
         p = verifier.verify([faithful, swapped], passages)
         assert p[0] > p[1], (faithful, swapped, p)
+
+
+def test_training_path_matches_runtime(tiny_base):
+    """Training runs the frozen layers once and the tuned ones on cached states: the same logits as the
+    runtime's full pass, for either pooling."""
+    from at2_rag.fit.verifier import frozen_states, upper_logits
+    from at2_rag.verifier import load_base
+
+    model, tokenizer = load_base(tiny_base)
+    claims, evidences = ["paris is in france", "london"], ["paris is a city in france on the river", "the river"]
+    encoded = tokenizer(claims, evidences, truncation=True, max_length=32)
+    states = frozen_states(model, encoded["input_ids"], encoded["token_type_ids"], first_layer=1)
+    for pooling in ("mean", "cls"):
+        verifier = Verifier(model, tokenizer, {"max_length": 32, "pooling": pooling})
+        with torch.inference_mode():
+            cached = torch.sigmoid(upper_logits(model.eval(), states, 1, pooling)).numpy()
+        np.testing.assert_allclose(cached, verifier.entailment(claims, evidences), atol=2e-3)

@@ -171,9 +171,18 @@ def entity_swap(claim: str, context: str, rng: random.Random, pool: Sequence[str
                          and m.text.lower() not in claim.lower()})
     if not candidates:
         return None
+    kind = _name_kind(target.text)
+    candidates = [c for c in candidates if _name_kind(c) == kind]  # "American" never stands in for "Rick Harrison"
+    if not candidates:
+        return None
     same = [c for c in candidates if len(c.split()) == len(target.text.split())]
     new = rng.choice(same or candidates)
     return _changed(claim, re.sub(r"(?<!\w)" + re.escape(target.text) + r"(?!\w)", lambda _: new, claim))
+
+
+def _name_kind(name: str) -> str:
+    """A rough type: a demonym or language ("American", "Japanese"), or any other name."""
+    return "demonym" if re.fullmatch(r"[A-Z][a-z]+(?:ian|ean|can|ese|ish)", name) else "name"
 
 
 def _overlaps_words(a: str, b: str) -> bool:

