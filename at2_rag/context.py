@@ -36,6 +36,7 @@ DRAFT_PROMPT = (
 SCORE_KEY = "at2_score"            # AT2 score of a kept item
 SPANS_KEY = "at2_kept_spans"       # granularity="sentence": [start, end) of each kept sentence in the original text
 SKIPPED_KEY = "at2_skipped"        # why AT2 left items or an answer as they were (fail-open)
+JOINER = " … "                     # what joins the kept sentences of a compressed item
 
 # Old option names that keep working for one release, with a DeprecationWarning.
 RENAMED_OPTIONS = {"top_k": "top_n", "fuse_retriever_score": "fusion", "max_sources": "max_passages",
@@ -285,7 +286,7 @@ def compress_context(attributor: AT2Attributor, query: str, items: Sequence[Cont
     use_retriever = fuse and all(s is not None for s in retriever)
     drafter = "llm" if draft is not None else "attributor"
     scores = retriever if use_retriever else None
-    compressed = attributor.pipeline.compress(attribution, budget, scores, drafter)
+    compressed = attributor.pipeline.compress(attribution, budget, scores, drafter, joiner=JOINER)
     ranking = attributor.pipeline.ranking(attribution, scores, drafter) if use_retriever else list(attribution.scores)
     scored = set(positions)
     unscored = [i for i in range(len(items)) if i not in scored]
@@ -345,6 +346,25 @@ def cite_with(attributor: AT2Attributor, options: CitationOptions, query: str, i
     """``cite_context`` with a component's citation options."""
     return cite_context(attributor, query, items, answer, options.max_passages, options.relative_threshold,
                         options.evidence_model, options.strictness)
+
+
+def quote_span(quote: str, joiner: str = JOINER) -> tuple[int, int]:
+    """[start, end) of ``quote`` without the compression joiner's mark at its ends: a quote from a compressed
+    item ("… Champollion deciphered it in 1822.") as the sentence of the original item it is."""
+    mark = joiner.strip()
+    start, end = 0, len(quote)
+    while True:
+        before = (start, end)
+        while start < end and quote[start].isspace():
+            start += 1
+        while end > start and quote[end - 1].isspace():
+            end -= 1
+        if mark and quote.startswith(mark, start, end):
+            start += len(mark)
+        if mark and end - start >= len(mark) and quote.endswith(mark, start, end):
+            end -= len(mark)
+        if (start, end) == before:
+            return start, end
 
 
 def citation_record(cited: CitedResponse) -> dict[str, Any]:

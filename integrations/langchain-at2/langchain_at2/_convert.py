@@ -9,7 +9,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage
 from langchain_core.messages.content import Citation, create_citation
 
-from at2_rag.context import SCORE_KEY, SKIPPED_KEY, SPANS_KEY, ContextItem, RankedContext
+from at2_rag.context import SCORE_KEY, SKIPPED_KEY, SPANS_KEY, ContextItem, RankedContext, quote_span
 
 DOCUMENT_SEPARATOR = "\n\n"  # what create_retriever_tool joins documents with
 
@@ -76,7 +76,7 @@ def _url(doc: Document) -> str | None:
 def citation_blocks(record: dict[str, Any], documents: Sequence[Document]) -> list[Citation]:
     """A citation record as langchain-core's standard ``Citation`` blocks, one per (supported answer sentence,
     cited document), in answer order: ``start_index`` / ``end_index`` = the sentence's span in the answer text,
-    ``cited_text`` = the quoted sentence of the document, ``title`` = its ``title`` metadata (else source or
+    ``cited_text`` = the quoted sentence of the document (of the original, for a compressed copy), ``title`` = its ``title`` metadata (else source or
     url), ``url`` = its ``source`` (or ``url``) metadata; ``extras``: ``document_id``, ``passage_number`` (the
     ``[n]`` marker), ``support`` (the calibrated probability that the context supports the sentence) and
     ``evidence`` (the quote's evidence score)."""
@@ -86,9 +86,12 @@ def citation_blocks(record: dict[str, Any], documents: Sequence[Document]) -> li
             continue
         for passage in citation["passages"]:
             doc = documents[passage["index"]]
+            quote = passage["quote"]
+            if SPANS_KEY in (doc.metadata or {}):  # a compressed copy: the sentence without the joiner's mark
+                quote = quote[slice(*quote_span(quote))]
             blocks.append(create_citation(
                 url=_url(doc), title=_title(doc), start_index=citation["start"], end_index=citation["end"],
-                cited_text=passage["quote"], document_id=doc.id if doc.id is not None else passage["id"],
+                cited_text=quote, document_id=doc.id if doc.id is not None else passage["id"],
                 passage_number=passage["number"], support=citation["support"], evidence=passage["score"]))
     return blocks
 

@@ -163,6 +163,9 @@ def test_compressing_tool_results_costs_no_model_call(tiny_attributor, first):
             assert originals[doc.id][start:end].strip() in doc.page_content
     assert model.seen[1][-1].content == tool_message.content      # the model read the compressed result
     assert messages[-1].response_metadata["at2"]["citations"]
+    for block in messages[-1].content_blocks:
+        for citation in block.get("annotations", []):   # a sentence of the original document, without the "…"
+            assert citation["cited_text"] in originals[citation["extras"]["document_id"]]
 
 
 def test_named_retrieval_tool_with_text_results(tiny_attributor, first):

@@ -144,6 +144,15 @@ def test_sentence_granularity_keeps_compressed_copies_with_hidden_spans(tiny_att
             shown = nws.node.get_content(mode)
             assert "at2_kept_spans" not in shown and "at2_score" not in shown
     assert [n.node.model_dump() for n in nodes] == before
+    cited = cite_response(tiny_attributor, QUESTION, Response(ANSWER, kept), raise_on_error=True)
+    blocks = citation_blocks(cited)
+    assert blocks
+    shown = {n.node.node_id: n.node.get_content() for n in kept}
+    for block in blocks:        # a sentence of the original node, located in the compressed copy's text
+        where = block.additional_location_info
+        assert block.cited_content.text in TEXTS[block.source] and not block.cited_content.text.startswith("…")
+        assert shown[block.source][where["source_start_char_index"]:where["source_end_char_index"]] == \
+            block.cited_content.text
 
 
 def test_sentence_granularity_with_the_llm_drafting(tiny_attributor):

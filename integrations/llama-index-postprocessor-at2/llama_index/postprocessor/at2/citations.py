@@ -22,6 +22,7 @@ from llama_index.postprocessor.at2.base import node_items
 from at2_rag import AT2Attributor
 from at2_rag.context import (
     SKIPPED_KEY,
+    SPANS_KEY,
     AttributorSettings,
     CitationOptions,
     attributor_settings,
@@ -30,6 +31,7 @@ from at2_rag.context import (
     cite_with,
     default_attributor,
     fail_open,
+    quote_span,
     skipped_record,
 )
 
@@ -118,10 +120,13 @@ def _blocks(record: dict[str, Any], nodes: Sequence[NodeWithScore]) -> list[Cita
             node = nodes[passage["index"]].node
             location = {"start_char_index": citation["start"], "end_char_index": citation["end"],
                         "passage_number": passage["number"]}
-            quoted = next((s for s in passage["sentences"] if s["text"] == passage["quote"]), None)
+            quote, (a, b) = passage["quote"], (0, len(passage["quote"]))
+            if SPANS_KEY in (node.metadata or {}):  # a compressed copy: the sentence without the joiner's mark
+                a, b = quote_span(quote)
+            quoted = next((s for s in passage["sentences"] if s["text"] == quote), None)
             if quoted is not None:
-                location.update(source_start_char_index=quoted["start"], source_end_char_index=quoted["end"])
-            blocks.append(CitationBlock(cited_content=TextBlock(text=passage["quote"]), source=node.node_id,
+                location.update(source_start_char_index=quoted["start"] + a, source_end_char_index=quoted["start"] + b)
+            blocks.append(CitationBlock(cited_content=TextBlock(text=quote[a:b]), source=node.node_id,
                                         title=_title(node), additional_location_info=location))
     return blocks
 
