@@ -24,6 +24,7 @@ from .results import Attribution, CitedResponse, CompressedContext, PruneResult
 from .scorers import AT2Scorer, AverageAttentionScorer, Scorer
 from .support import SupportDetector
 from .validation import check_cite, check_int, check_prune
+from .verifier import Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,12 @@ class AT2Attributor:
                  template: PromptTemplate | None = None, max_new_tokens: int = 64, truncate: bool = False,
                  calibration: Calibration | None = None, evidence_model: str | None = None,
                  embed: Embedder | None = None, detector: SupportDetector | None = None,
-                 strictness: str | None = None, keep_rule: KeepRule | None = None):
+                 strictness: str | None = None, keep_rule: KeepRule | None = None, verifier: Verifier | None = None):
         check_int(max_new_tokens, "max_new_tokens", allow_none=False)
         if not isinstance(truncate, bool):
             raise InvalidInputError(f"truncate must be a bool, not {truncate!r}")
         self.pipeline = Pipeline(lm, scorer, sentence_scorer, template, max_new_tokens, truncate, calibration,
-                                 evidence_model, embed, detector, strictness, keep_rule)
+                                 evidence_model, embed, detector, strictness, keep_rule, verifier)
 
     @classmethod
     @renamed(evidence="evidence_model")
@@ -93,6 +94,7 @@ class AT2Attributor:
         calibration: str | os.PathLike | Calibration | None = None,
         detector: str | os.PathLike | SupportDetector | bool | None = None,
         keep_rule: str | os.PathLike | KeepRule | bool | None = None,
+        verifier: str | os.PathLike | Verifier | bool | None = None,
         precision: str | None = None,
         verbose: bool = False,
         **kwargs,
@@ -105,7 +107,8 @@ class AT2Attributor:
         warning) when there are none. ``calibration``: evidence models and fusion weights (``at2-rag lab
         calibrate``); by default the shipped file when it was fit with these coefficients. ``detector``: the
         support detector that decides ``supported``; ``keep_rule``: what ``budget="auto"`` and
-        ``threshold="auto"`` read; for both, by default the shipped file, ``False`` for none. ``precision``: the
+        ``threshold="auto"`` read; for both, by default the shipped file, ``False`` for none. ``verifier``: the
+        MiniLM entailment verifier (loaded by default when the detector reads it). ``precision``: the
         pass's number format on CPU ('auto', 'float32', 'bfloat16', 'int8'). ``verbose``: show loading
         progress. Other keyword arguments go to the constructor (``max_new_tokens``, ``truncate``,
         ``evidence_model``, ``embed``, ``template``, ``strictness``).
@@ -131,8 +134,14 @@ class AT2Attributor:
             calibration = Calibration.model_validate(json.loads(Path(calibration).read_text()))
         detector = _shipped_or_given(detector, lm, "detector", SupportDetector.load)
         keep_rule = _shipped_or_given(keep_rule, lm, "keep-rule", KeepRule.load)
+        if verifier is None or verifier is True:  # the shipped one, when the detector reads it
+            verifier = Verifier.load() if verifier or (detector is not None and detector.needs_verifier) else None
+        elif verifier is False:
+            verifier = None
+        elif not isinstance(verifier, Verifier):
+            verifier = Verifier.load(verifier)
         return cls(lm, scorer, sentence_scorer, calibration=calibration, detector=detector, keep_rule=keep_rule,
-                   **kwargs)
+                   verifier=verifier, **kwargs)
 
     @classmethod
     def shared(cls, **kwargs) -> AT2Attributor:
@@ -210,6 +219,11 @@ class AT2Attributor:
         if threshold is None and top_n is None and max_tokens is None:
             threshold = "auto"
         check_prune(top_n, None if threshold == "auto" else threshold, max_tokens)
+        if threshold == "auto" and self.keep_rule is None:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError("threshold='auto' needs a keep rule; none is loaded for this model (give top_n "
+                                     "or a threshold, or fit one with `at2-rag lab fit-keep-rule`)")
         attribution = self.attribute(query, passages, response)
         drafter = "llm" if response is not None else "attributor"
         return self.pipeline.prune(attribution, top_n, threshold, max_tokens, retriever_scores, drafter)
@@ -221,10 +235,17 @@ class AT2Attributor:
         """Keep, inside the passages, the sentences the answer relies on, from the same single pass.
 
         ``budget``: ``"auto"`` (the calibrated keep rule: what is needed, then stop), a share of the context's
-        tokens (``0.3``) or a token count (``400``)."""
-        from .compress import check_budget
+        tokens (``0.3``) or a token count (``400``), never exceeded. ``keep_order``: each passage's kept
+        sentences in text order (else best first); ``joiner`` goes between them; ``min_sentences_per_passage``: a
+        passage that keeps any sentence keeps at least this many."""
+        from .compress import check_options
 
-        check_budget(budget)
+        check_options(budget, keep_order, joiner, min_sentences_per_passage)
+        if budget == "auto" and self.keep_rule is None:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError("budget='auto' needs a keep rule; none is loaded for this model (give a share "
+                                     "of tokens or a token count, or fit one with `at2-rag lab fit-keep-rule`)")
         attribution = self.attribute(query, passages, response)
         drafter = "llm" if response is not None else "attributor"
         return self.pipeline.compress(attribution, budget, retriever_scores, drafter, keep_order, joiner,

@@ -301,6 +301,32 @@ def cmd_calibrate(args) -> None:
     print(f"default evidence: {calibration.default_evidence}\ncalibration: {out}")
 
 
+def cmd_fit_keep_rule(args) -> None:
+    from . import AT2Attributor
+    from .embeddings import minilm_embedder
+    from .eval.compression import collect_records
+    from .fit.keep_rule import fit_keep_rule
+
+    data = _data(args.data, "train")
+    examples = _rows(data, args.limit)
+    attributor = AT2Attributor.from_pretrained(args.model, max_new_tokens=32, keep_rule=False)
+    records = collect_records(attributor, examples, args.work_dir, minilm_embedder())
+    rule, report = fit_keep_rule(attributor, records, examples,
+                                 f"{data.name} (sha256 {_digest(data)}, {len(examples)} rows)",
+                                 "at2-rag " + " ".join(args.argv))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rule.save(out)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    for kind, part in rule.drafts.items():
+        print(f"{kind}: auto = {part.auto} {part.parameter:.4g}, passage threshold {part.passage_threshold:.3f}; "
+              f"sentence inputs {part.sentence.inputs}\n  " +
+              "  ".join(f"{k} {v:.3f}" for k, v in part.metrics.items()))
+    print(f"keep rule: {out}")
+
+
 def target_options(p) -> None:
     from .ablation import DEFAULT_METHOD, DEFAULT_OBJECTIVE, METHODS, OBJECTIVES
 
@@ -403,6 +429,25 @@ def cmd_bench(args) -> None:
         if args.plot:
             plot_reliability(result, args.plot)
             print(f"wrote {args.plot}")
+        return
+    if args.name == "compression":
+        from . import AT2Attributor
+        from .embeddings import minilm_embedder
+        from .eval.compression import plot, print_table, run
+
+        examples = _rows(_data(args.data, "validation"), args.limit)
+        attributor = AT2Attributor.from_pretrained(args.model, max_new_tokens=32)
+        if attributor.keep_rule is None:
+            print("no keep rule ships for this model: budget='auto' and threshold='auto' are left out",
+                  file=sys.stderr)
+        result = run(attributor, examples, args.work_dir or "runs/compression", minilm_embedder(),
+                     answers=not args.no_answers, rag_dir=args.rag)
+        print_table(result)
+        out = Path(args.json or "runs/compression.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        plot(result, args.plot or out.with_suffix(".png"))
+        print(f"wrote {out} and {args.plot or out.with_suffix('.png')}")
         return
     if args.name == "hotpotqa":
         from .eval.pruning import main as bench_main
@@ -539,6 +584,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work-dir", default="runs/calibrate", help="per-row records (resumable)")
     p.set_defaults(func=cmd_calibrate)
 
+    p = lab.add_parser("fit-keep-rule", help="fit the keep rule of compress(budget='auto') and "
+                       "prune(threshold='auto') on HotpotQA train rows")
+    common(p, None)
+    p.add_argument("--out", required=True, help="keep-rule file to write (.json)")
+    p.add_argument("--work-dir", default="runs/keep_rule", help="per-row records (resumable)")
+    p.add_argument("--json", help="fit report: input selection, auto rules compared, pruning threshold")
+    p.set_defaults(func=cmd_fit_keep_rule)
+
     p = lab.add_parser("evaluate", help="LDS and top-k drop of several scorers side by side")
     common(p, 40)
     p.add_argument("--coefficients")
@@ -567,19 +620,24 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_fit_detector)
 
     p = lab.add_parser("bench", help="benchmarks")
-    p.add_argument("name", choices=["hotpotqa", "citations", "hallucination"], help="hotpotqa: pruning (answer F1 "
-                   "after keeping top-k passages); citations: finding supporting facts; hallucination: unsupported "
-                   "sentences and spans of labelled answers (--data FILE.jsonl)")
+    p.add_argument("name", choices=["hotpotqa", "citations", "hallucination", "compression"],
+                   help="hotpotqa: pruning (answer F1 after keeping top-k passages); citations: finding supporting "
+                   "facts; hallucination: unsupported sentences and spans of labelled answers (--data FILE.jsonl); "
+                   "compression: supporting-fact recall against the share of tokens kept, answer F1")
     p.add_argument("--part", choices=["train", "calibration", "validation"],
                    help="hallucination: only this part of the file (split by source); default all answers")
     p.add_argument("--baselines", default="runs/detector_baselines.json",
                    help="hallucination: baselines written by fit-detector (word overlap, AT2-only)")
     common(p, 40)
     p.add_argument("--json", help="results file (default: runs/<name>.json)")
-    p.add_argument("--plot", help="hallucination: reliability diagram of the detector (PNG)")
+    p.add_argument("--plot", help="hallucination: reliability diagram of the detector; compression: recall against "
+                   "tokens kept (PNG)")
     p.add_argument("--esm-ablations", type=int, default=32, help="hotpotqa: ESM ablations, 0 to skip ESM")
     p.add_argument("--esm-rows", type=int, default=20, help="citations: rows that also get ESM-32 (slow)")
-    p.add_argument("--work-dir", help="citations: per-row records (resumable; default runs/citations)")
+    p.add_argument("--work-dir", help="citations, compression: per-row records (resumable; default "
+                   "runs/<name>)")
+    p.add_argument("--rag", help="compression: the shared RAG corpus directory (the Rosetta Stone case)")
+    p.add_argument("--no-answers", action="store_true", help="compression: skip the answer F1 generations")
     p.set_defaults(func=cmd_bench)
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -23,10 +23,10 @@ from .passages import PassageLike, to_passages
 from .prompts import PromptTemplate, build_prompt
 from .results import Attribution, CitedResponse, CompressedContext, PassageSentence, PruneResult, TargetScores
 from .scorers import AverageAttentionScorer, Scorer
-from .support import ContextVocabulary, SupportDetector, feature_row
+from .support import VERIFIER, ContextVocabulary, SupportDetector, feature_row
 from .targets import span_target
 from .validation import check_batch, check_float, check_list, check_text
-from .errors import InvalidInputError
+from .errors import ConfigurationError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Pipeline:
                  template: PromptTemplate | None, max_new_tokens: int, truncate: bool,
                  calibration: Calibration | None, evidence_model: str | None, embed: Embedder | None,
                  detector: SupportDetector | None, strictness: str | None,
-                 keep_rule: compress_policy.KeepRule | None = None):
+                 keep_rule: compress_policy.KeepRule | None = None, verifier=None):
         self.lm = lm
         self.scorer = scorer
         self.sentence_scorer = sentence_scorer or AverageAttentionScorer()
@@ -75,8 +75,12 @@ class Pipeline:
             detector.threshold(strictness)
         elif strictness is not None:
             raise InvalidInputError("strictness needs a support detector; none is loaded for this model")
+        if detector is not None and detector.needs_verifier and verifier is None:
+            raise ConfigurationError("this support detector reads the verifier's entailment probability; pass "
+                                     "verifier= (at2_rag.verifier.Verifier.load()) or load with from_pretrained()")
         self.detector = detector
         self.strictness = strictness
+        self.verifier = verifier
         self.keep_rule = keep_rule
         self.lock = threading.Lock()
 
@@ -174,8 +178,9 @@ class Pipeline:
         counts = [len(self.lm.encode_response(p.text)) for p in attribution.passages] if max_tokens else None
         probability = None
         if threshold == "auto":
-            evidence = self.evidence(attribution)
-            probability = compress_policy.passage_probability(self.keep_rule, attribution, ranking, evidence.scores)
+            evidence = self.keep_evidence(attribution)
+            probability = compress_policy.passage_probability(self.keep_rule, attribution, ranking, evidence.scores,
+                                                              evidence.values, drafter)
             keep = prune_policy.select(ranking, top_n, None, max_tokens, counts, keep=probability)
         else:
             keep = prune_policy.select(ranking, top_n, threshold, max_tokens, counts)
@@ -188,11 +193,20 @@ class Pipeline:
                  joiner: str = " … ", min_sentences_per_passage: int = 0) -> CompressedContext:
         """Keep the passage sentences the answer relies on, under ``budget``, from the same pass."""
         ranking = self.ranking(attribution, retriever_scores, drafter)
-        evidence = self.evidence(attribution)
+        evidence = self.keep_evidence(attribution)
         counts = [len(self.lm.encode_response(s.text)) for s in attribution.sentences]
         return compress_policy.compress(attribution, evidence.scores, ranking, counts, budget=budget,
                                         rule=self.keep_rule, keep_order=keep_order, joiner=joiner,
-                                        min_sentences_per_passage=min_sentences_per_passage)
+                                        min_sentences_per_passage=min_sentences_per_passage,
+                                        values=evidence.values, drafter=drafter)
+
+    def keep_evidence(self, attribution: Attribution) -> Evidence:
+        """The evidence the keep rule was fit with (the default evidence model without a rule, or when this
+        attributor has no calibration holding the rule's model)."""
+        rule = self.keep_rule
+        if rule is not None and self.calibration is not None and rule.evidence_model in self.calibration.evidence:
+            return self.evidence(attribution, rule.evidence_model)
+        return self.evidence(attribution)
 
     # ---- evidence, verdict, citations ---------------------------------------------------------------------
 
@@ -233,12 +247,24 @@ class Pipeline:
         """The support detector's inputs for each target: lexical facts, evidence, and (when it reads them)
         model signals."""
         n = len(attribution.targets)
+        entailed = self.entailment(attribution) if self.detector is not None and self.detector.needs_verifier \
+            else None
         rows = []
         for t, target in enumerate(attribution.targets):
             evidence_values = {"evidence_top": float(evidence.scores[t].max()),
                                "lexical_top": float(evidence.values["lex_a"][t].max()) if evidence.values else 0.0}
+            if entailed is not None:
+                evidence_values[VERIFIER] = float(entailed[t])
             rows.append(feature_row(target.signals, vocabulary.facts(target.text, t, n), evidence_values))
         return rows
+
+    def entailment(self, attribution: Attribution) -> np.ndarray:
+        """The verifier's P(entailed) of each target given its evidence in the passages (the passages as the pass
+        split them into sentences; the evidence chosen as in the verifier's training)."""
+        sentences: list[list[str]] = [[] for _ in attribution.passages]
+        for s in attribution.sentences:
+            sentences[s.passage_index].append(s.text)
+        return self.verifier.verify([t.text for t in attribution.targets], sentences, attribution.query)
 
     def detector_rows(self, attribution: Attribution) -> list[dict[str, float]]:
         """Every detector input of each target, for fitting and benchmarks: lexical facts, the hybrid evidence

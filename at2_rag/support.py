@@ -48,9 +48,11 @@ MODEL = ("source_attention", "logprob_mean", "logprob_min", "entropy_mean", "no_
          "pmi_mean", "pmi_min")
 NO_CONTEXT = ("no_context_logprob_mean", "pmi_mean", "pmi_min")
 EVIDENCE = ("evidence_top", "lexical_top")
+VERIFIER = "verifier"  # P(entailed) of the sentence given its evidence, from the MiniLM verifier (verifier.py)
 STRICTNESS = ("lenient", "balanced", "strict")
 # Inputs whose direction is known: +1 can only raise support, -1 only lower it (the fit keeps these signs).
 SUPPORT_SIGN = {"coverage": 1, "bigram_coverage": 1, "trigram_coverage": 1, "evidence_top": 1, "lexical_top": 1,
+                VERIFIER: 1,
                 "novel_content": -1, "novel_numbers": -1, "novel_names": -1, "novel_long": -1, "novel_run": -1}
 
 
@@ -180,6 +182,11 @@ class SupportDetector(LogisticModel):
     def needs_no_context(self) -> bool:
         """Whether its inputs include the short pass without the context (PMI)."""
         return any(f in NO_CONTEXT for f in self.inputs)
+
+    @property
+    def needs_verifier(self) -> bool:
+        """Whether it reads the verifier's entailment probability (then the attributor loads the verifier)."""
+        return VERIFIER in self.inputs
 
     @property
     def needs_signals(self) -> bool:
