@@ -58,9 +58,9 @@ def cmd_demo(args) -> None:
     print("loading the attributor and the retriever ...", file=sys.stderr, flush=True)
     attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=48)
     name, retrieve = retriever([])
-    print(f"A {STAND_IN_NOTE}; at2-rag ({attributor.lm.model_id}) reads each answer in one pass, keeps the top "
-          f"{args.top_k} passages (AT2 fused with {name} retrieval), cites each sentence, marks what is unsupported."
-          "\n", flush=True)
+    keeps = f"the top {args.top_k}" if args.top_k else "the passages the answer needs (compressed to its sentences)"
+    print(f"A {STAND_IN_NOTE}; at2-rag ({attributor.lm.model_id}) reads each answer in one pass, keeps {keeps} "
+          f"(AT2 fused with {name} retrieval), cites each sentence, marks what is unsupported.\n", flush=True)
     rag = rag_items(rag_dir, retrieve)
     items = [*hotpot_items(examples), *rag]
     run(attributor, items, retrieve, name, args.top_k, rag[0] if rag else None, Path(args.html))
@@ -493,7 +493,8 @@ def main(argv: list[str] | None = None) -> None:
     common(p, 3)
     p.add_argument("--coefficients")
     p.add_argument("--rag", required=True, help="the shared RAG corpus directory (corpus.jsonl, questions.jsonl)")
-    p.add_argument("--top-k", type=_positive, default=2, help="passages to keep")
+    p.add_argument("--top-k", type=_positive, default=None, help="keep exactly this many passages (default: as "
+                   "many as the answer needs, by the shipped keep rule, and compress them to the sentences it needs)")
     p.add_argument("--html", default="reports/demo.html")
     p.set_defaults(func=cmd_demo)
 

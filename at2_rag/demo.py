@@ -62,12 +62,12 @@ def rag_items(rag_dir: Path, retrieve, k: int = 4) -> list[DemoItem]:
     """The shared RAG corpus: each question's retrieved top-k paragraphs, its capable-LLM answer, and the first
     answer again with an invented sentence appended (abstention)."""
     corpus = [json.loads(line) for line in (rag_dir / "corpus.jsonl").read_text().splitlines() if line.strip()]
-    passages = [Passage(id=str(n), title=row["title"], text=row["text"]) for n, row in enumerate(corpus)]
+    everything = [Passage(id=str(n), title=row["title"], text=row["text"]) for n, row in enumerate(corpus)]
     items = []
     for row in (json.loads(line) for line in (rag_dir / "questions.jsonl").read_text().splitlines() if line.strip()):
-        scores = np.asarray(retrieve(row["question"], passages))
+        scores = np.asarray(retrieve(row["question"], everything))
         top = sorted(np.argsort(-scores, kind="stable")[:k].tolist())
-        passages = [passages[i] for i in top]
+        passages = [everything[i] for i in top]
         gold = [n for n, p in enumerate(passages) if p.title in row["gold_titles"]]
         items.append(DemoItem(label="shared RAG corpus", question=row["question"], passages=passages,
                               answer=row["answer"], gold=gold, kind="rag"))
@@ -109,7 +109,7 @@ def table(item: DemoItem, cited: CitedResponse, kept: list[int], ranking: list[f
     return "\n".join(lines)
 
 
-def run(attributor: AT2Attributor, items: Sequence[DemoItem], retrieve, retriever_name: str, top_k: int,
+def run(attributor: AT2Attributor, items: Sequence[DemoItem], retrieve, retriever_name: str, top_k: int | None,
         local: DemoItem | None, html_out: Path) -> list[dict]:
     """Attribute, prune and cite every item (and the local-mode item), print tables, write the page."""
     fragments, summary = [], []
@@ -123,17 +123,26 @@ def run(attributor: AT2Attributor, items: Sequence[DemoItem], retrieve, retrieve
         scores = np.asarray(retrieve(item.question, item.passages), dtype=float).tolist()
         attribution = attributor.attribute(item.question, item.passages, response=answer)
         kind = "llm" if answer is not None else "attributor"
-        pruned = attributor.pipeline.prune(attribution, top_n=min(top_k, len(item.passages)),
-                                           retriever_scores=scores, drafter=kind)
+        adaptive = top_k is None and attributor.keep_rule is not None
+        pruned = attributor.pipeline.prune(attribution, top_n=None if adaptive else min(top_k or 2, len(item.passages)),
+                                           threshold="auto" if adaptive else None, retriever_scores=scores,
+                                           drafter=kind)
         cited = attributor.pipeline.cite(attribution)
+        compressed = attributor.pipeline.compress(attribution, "auto", scores, kind) if adaptive else None
         seconds = time.perf_counter() - start
         print(table(item, cited, pruned.indices, pruned.ranking, scores, retriever_name, drafter, seconds), flush=True)
+        if compressed is not None:
+            print(f"  compressed (budget auto): {compressed.tokens_before} -> {compressed.tokens_after} tokens, "
+                  f"{len(compressed.kept)} of {len(compressed.ranking)} sentences kept (struck through in the view)",
+                  flush=True)
         print(flush=True)
         fragments.append(cited_html(cited, kept=pruned.indices, ranking=pruned.ranking, retriever_scores=scores,
-                                    title=f"{item.question} — {item.label}; answer by {drafter}"))
+                                    title=f"{item.question} — {item.label}; answer by {drafter}",
+                                    compressed=compressed))
         summary.append({"question": item.question, "label": item.label, "kept": pruned.indices, "gold": item.gold,
                         "cited": sorted({s.index for c in cited.citations for s in c.passages}),
-                        "unsupported": cited.unsupported, "seconds": seconds})
+                        "unsupported": cited.unsupported, "seconds": seconds,
+                        "tokens": None if compressed is None else [compressed.tokens_before, compressed.tokens_after]})
     html_out.parent.mkdir(parents=True, exist_ok=True)
     html_out.write_text(page(fragments, "at2-rag demo: your LLM answers, at2-rag prunes and cites"), encoding="utf-8")
     print(f"citation view: {html_out}")
