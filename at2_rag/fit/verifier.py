@@ -78,6 +78,7 @@ class Item:
     index: int = 0
     count: int = 1
     evidence: str = ""
+    origin: Item | None = field(default=None, repr=False)  # a synthetic claim's source
 
 
 def labelled_items(data_dir: str | Path) -> list[Item]:
@@ -136,7 +137,7 @@ def _context(item: Item) -> str:
 
 def synthetic_items(sources: Sequence[Item], count: int, seed: int = 0) -> list[Item]:
     """FactCC-style claims from ``count`` supported items drawn at random (``negatives.synthesize``); a
-    synthetic claim keeps its origin's dataset (left out with it)."""
+    synthetic claim keeps its origin's dataset (left out with it) and points to it (``origin``)."""
     supported = [i for i in sources if i.label == 1 and len(i.sentence.split()) >= 1]
     rng = random.Random(seed)
     chosen = rng.sample(supported, min(count, len(supported)))
@@ -150,7 +151,7 @@ def synthetic_items(sources: Sequence[Item], count: int, seed: int = 0) -> list[
         question = "" if origin.dataset in ("ragtruth-Summary", "wice") else origin.question
         out.append(Item(claim_text(s.claim, question), s.claim, origin.question, origin.passages, s.label,
                         origin.dataset, ("pos:" if s.label else "neg:") + s.kind, origin.group, origin.index,
-                        origin.count))
+                        origin.count, origin=origin))
     return out
 
 
@@ -181,8 +182,8 @@ def add_evidence(items: Sequence[Item], tokenizer, max_length: int = MAX_LENGTH)
 
 def training_set(labelled: Sequence[Item], hotpot: Sequence[Item], leave_out: str | None, caps: int,
                  synthetic: int, seed: int) -> list[Item]:
-    """Pairs to fit on: the labelled sets except ``leave_out`` (each capped at ``caps``, balanced), HotpotQA, and
-    ``synthetic`` claims from supported items outside ``leave_out``."""
+    """Pairs to fit on: the labelled sets except ``leave_out`` (each capped at ``caps``, balanced), HotpotQA,
+    ``synthetic`` claims from supported items outside ``leave_out``, and each synthetic claim's source claim."""
     rng = random.Random(seed)
     out: list[Item] = []
     for name in DATASETS:
@@ -190,8 +191,17 @@ def training_set(labelled: Sequence[Item], hotpot: Sequence[Item], leave_out: st
             out += cap([i for i in labelled if i.dataset == name], caps, rng)
     out += list(hotpot)
     sources = [i for i in labelled if i.dataset != leave_out] + [i for i in hotpot if i.kind == "hotpot-support"]
-    out += synthetic_items(sources, synthetic, seed)
-    return out
+    made = synthetic_items(sources, synthetic, seed)
+    # FactCC pairs: each changed claim beside the supported claim it came from (else the rule negatives teach
+    # "an answer sentence is unsupported", not "this change makes it unsupported")
+    present = {(i.claim, id(i.passages)) for i in out}
+    for item in made:
+        origin = item.origin
+        if origin is not None and (origin.claim, id(origin.passages)) not in present:
+            present.add((origin.claim, id(origin.passages)))
+            out.append(Item(origin.claim, origin.sentence, origin.question, origin.passages, 1, origin.dataset,
+                            "pos:origin", origin.group, origin.index, origin.count))
+    return out + made
 
 
 # --- training ------------------------------------------------------------------------------------------------
@@ -508,12 +518,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lodo", action="store_true", help="leave-one-dataset-out report instead of the final fit")
     parser.add_argument("--lodo-out", default=str(LODO_PATH))
     parser.add_argument("--folds", default="", help="comma-separated left-out sets (default: all)")
-    parser.add_argument("--caps", type=int, default=1000, help="pairs per labelled set in the final fit")
-    parser.add_argument("--synthetic", type=int, default=1200, help="supported pairs to make synthetic claims from")
+    parser.add_argument("--caps", type=int, default=600, help="pairs per labelled set in the final fit")
+    parser.add_argument("--synthetic", type=int, default=800, help="supported pairs to make synthetic claims from")
     parser.add_argument("--lodo-caps", type=int, default=500)
     parser.add_argument("--lodo-synthetic", type=int, default=600)
     parser.add_argument("--first-layer", type=int, default=3, help="tune encoder layers from this one up")
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--pooling", choices=("mean", "cls"), default="mean")
     parser.add_argument("--max-length", type=int, default=MAX_LENGTH)
