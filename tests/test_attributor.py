@@ -57,7 +57,7 @@ def test_prune_keeps_order_and_at_least_one(attributor):
 
 def test_cite(attributor):
     cited = attributor.cite("Which landmarks?", SOURCES, response="The tower is in Paris. The amphitheatre is in Rome.")
-    assert len(cited.citations) == 2 and cited.evidence == "hybrid"
+    assert len(cited.citations) == 2 and cited.evidence_model == "hybrid"
     assert any(c.supported for c in cited.citations)
     for citation, expected in zip(cited.citations, (0, 2)):
         if citation.supported:  # supported sentences cite their landmark, with the sentence inside it
