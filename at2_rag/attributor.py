@@ -4,6 +4,7 @@ and cites an answer from one pass. The per-item steps live in ``pipeline.py``.""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -57,13 +58,23 @@ def _quiet(verbose: bool):
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    gguf_utils = original = None
     if not verbose:
         hf_logging.disable_progress_bar()
+        try:  # GGUF de-quantisation calls tqdm directly, not through transformers' logging
+            import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+            original = gguf_utils.tqdm
+            gguf_utils.tqdm = functools.partial(original, disable=True)
+        except (ImportError, AttributeError):
+            gguf_utils = None
     try:
         yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+        if gguf_utils is not None:
+            gguf_utils.tqdm = original
 
 
 class AT2Attributor:

@@ -1,5 +1,7 @@
 """The public API on the real default model: attribute, prune, cite, results, and bad input."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -109,10 +111,14 @@ def test_unknown_model():
 
 
 def test_loading_is_quiet_and_results_read_in_a_few_lines(attributor, capfd):
-    capfd.readouterr()
-    AT2Attributor.from_pretrained()  # no GGUF de-quantisation bars unless verbose=True
-    out, err = capfd.readouterr()
-    assert out == "" and "de-quantizing" not in err and "Loading weights" not in err
+    import subprocess
+    import sys
+
+    # a fresh process: in this one the model is already loaded (and cached), so nothing would print anyway
+    load = subprocess.run([sys.executable, "-c", "from at2_rag import AT2Attributor; AT2Attributor.from_pretrained()"],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert load.returncode == 0, load.stderr
+    assert load.stdout == "" and "de-quantizing" not in load.stderr and "Loading weights" not in load.stderr
     cited = attributor.cite("Which tower is in Paris?", SOURCES, response="The Eiffel Tower is in Paris. It is made "
                             "of chocolate.")
     text = repr(cited)
