@@ -11,6 +11,13 @@ download; uniform θ, since scoring cost does not depend on its values). Every t
 round, rounds interleaved, and the median of ``--repeats`` rounds is reported (noise on a shared host moves
 whole rounds, not single methods). Peak memory: the process's RSS high-water mark (reset through
 /proc/self/clear_refs) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+
+``--precisions float32,bfloat16,int8`` (issue 35) runs a different, shorter matrix: one attributor per number
+format (``AT2Attributor.from_pretrained(precision=...)``), all loaded in one process, and per length and
+``--batch``: ``cite`` of one fixed answer (float32's greedy 64 tokens, the same text for every mode) and a
+plain teacher-forced forward over it, every mode once per round, rounds interleaved, medians. Also each mode's
+load time, first ``cite`` after loading, weight bytes, and peak RSS per call (absolute, and above the RSS
+before the call: all modes' weights stay loaded, so the absolute peak counts them all).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from at2_rag.eval.random_models import CONFIGS, random_model
 from at2_rag.features import collect
 from at2_rag.prompts import build_prompt
 from at2_rag.scorers import AT2Scorer, ESMScorer
-from at2_rag.sources import Source
+from at2_rag.passages import Passage
 
 QUERY = "Which of these passages mention a film?"
 
@@ -69,6 +76,24 @@ def timed(fn: Callable[[], object], device: str) -> tuple[float, float]:
     return time.perf_counter() - start, peak_mb(device)
 
 
+def timed_rss(fn: Callable[[], object]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MB, peak above the RSS before the call, MB) of one call (CPU)."""
+    reset_peak("cpu")
+    before = rss_mb()
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    peak = peak_mb("cpu")
+    return elapsed, peak, peak - before
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def interleaved(methods: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, dict]:
     """Run every method once per round for ``repeats`` rounds; median wall time and median peak of each."""
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
@@ -79,14 +104,14 @@ def interleaved(methods: dict[str, Callable[[], object]], device: str, repeats: 
                    "runs_s": [t for t, _ in values]} for name, values in runs.items()}
 
 
-def synthetic_sources(lm, data: Path, n_tokens: int, n_sources: int = 10) -> list[Source]:
+def synthetic_sources(lm, data: Path, n_tokens: int, n_sources: int = 10) -> list[Passage]:
     """About ``n_tokens`` of real HotpotQA passage text, cut into ``n_sources`` sources."""
-    text = " ".join(s.text for ex in load_hotpotqa(data) for s in ex.sources)
+    text = " ".join(s.text for ex in load_hotpotqa(data) for s in ex.passages)
     while len(text) < 6 * n_tokens:
         text = f"{text} {text}"
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens]
     step = len(ids) // n_sources
-    return [Source(id=str(i), title=f"Passage {i + 1}", text=lm.tokenizer.decode(ids[i * step : (i + 1) * step]))
+    return [Passage(id=str(i), title=f"Passage {i + 1}", text=lm.tokenizer.decode(ids[i * step : (i + 1) * step]))
             for i in range(n_sources)]
 
 
@@ -256,6 +281,103 @@ def load(args):
     return lm, {"passage": scorer, "sentence": scorer}
 
 
+def weight_mb(model) -> float:
+    """Bytes of the model's weights (quantised linear layers counted at their packed int8 size)."""
+    total = 0
+    for value in model.state_dict().values():
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, tuple):  # a dynamic quantised layer's (weight, bias)
+            total += sum(t.numel() * t.element_size() for t in value if isinstance(t, torch.Tensor))
+    return total / 2**20
+
+
+def run_precisions(args, lengths: list[int]) -> dict:
+    """The issue-35 matrix: cite and forward per number format, length and batch, interleaved rounds."""
+    if args.random_config or args.dtype:
+        raise SystemExit("--precisions loads the named model once per precision; drop --random-config and --dtype")
+    precisions = [p for p in args.precisions.split(",") if p]
+    attributors, out = {}, {}
+    for precision in precisions:
+        start = time.perf_counter()
+        attributors[precision] = AT2Attributor.from_pretrained(args.model, device=args.device, precision=precision)
+        lm = attributors[precision].lm
+        out[precision] = {"load_s": time.perf_counter() - start, "loaded_as": lm.precision,
+                          "weights_mb": weight_mb(lm.model), "lengths": {}}
+        print(f"{precision}: loaded as {lm.precision} in {out[precision]['load_s']:.1f} s", flush=True)
+    reference = attributors[precisions[0]].lm
+    for n_length, length in enumerate(lengths):
+        sources, layout = fitted_sources(reference, Path(args.data), length, args.new_tokens)
+        ids = layout.input_ids
+        text = reference.decode(reference.generate([ids], args.new_tokens, stop_at_eos=False)[0])
+        forced = reference.encode_response(text)
+        methods = {}
+        for batch in args.batch:
+            if batch > 1 and batch * length > args.batch_max_tokens:
+                continue
+            for precision, attributor in attributors.items():
+                lm = attributor.lm
+                methods[(precision, batch, "forward")] = (
+                    lambda lm=lm, b=batch: lm.response_logprobs([ids] * b, [forced] * b))
+                methods[(precision, batch, "cite")] = (
+                    (lambda a=attributor: a.cite(QUERY, sources, text)) if batch == 1 else
+                    (lambda a=attributor, b=batch: a.cite_batch([QUERY] * b, [sources] * b, [text] * b)))
+        if n_length == 0:  # the first call after loading: oneDNN kernels, allocator
+            for precision, attributor in attributors.items():
+                out[precision]["first_call_s"], _, _ = timed_rss(lambda a=attributor: a.cite(QUERY, sources, text))
+                out[precision]["first_call_length"] = length
+        else:
+            for attributor in attributors.values():
+                attributor.cite(QUERY, sources, text)
+        runs: dict = {key: [] for key in methods}
+        for _ in range(args.repeats):
+            for kind in ("forward", "cite"):  # one round: each kind, every mode back to back
+                for key, fn in methods.items():
+                    if key[2] == kind:
+                        runs[key].append(timed_rss(fn))
+        for (precision, batch, kind), values in runs.items():
+            row = out[precision]["lengths"].setdefault(str(length), {"prompt_tokens": len(ids),
+                                                                     "response_tokens": len(forced)})
+            cell = row.setdefault(f"b{batch}", {})
+            cell[f"{kind}_s"] = statistics.median(v[0] for v in values)
+            cell[f"{kind}_runs_s"] = [v[0] for v in values]
+            cell[f"{kind}_peak_mb"] = statistics.median(v[1] for v in values)
+            cell[f"{kind}_extra_peak_mb"] = statistics.median(v[2] for v in values)
+        for precision in precisions:
+            for batch_key, cell in out[precision]["lengths"][str(length)].items():
+                if not batch_key.startswith("b"):
+                    continue
+                base = out[precisions[0]]["lengths"][str(length)][batch_key]
+                cell["cite_over_forward"] = cell["cite_s"] / cell["forward_s"]
+                cell["cite_vs_first"] = cell["cite_s"] / base["cite_s"]
+                cell["forward_vs_first"] = cell["forward_s"] / base["forward_s"]
+                cell["cites_per_s"] = int(batch_key[1:]) / cell["cite_s"]
+        print(json.dumps({str(length): {p: out[p]["lengths"][str(length)] for p in precisions}}), flush=True)
+    return out
+
+
+def print_precision_table(result: dict, lengths: list[int]) -> None:
+    table = result["precisions"]
+    first = next(iter(table))
+    print(f"\n{result['model']} on {result['device']} ({result['device_name']}, {result['threads']} threads), "
+          f"median of {result['repeats']} interleaved rounds; ratios against {first}")
+    print(f"{'precision':>9} {'load s':>7} {'first cite s':>12} {'weights MB':>10}")
+    for precision, r in table.items():
+        first_call = r.get("first_call_s", float("nan"))
+        print(f"{precision:>9} {r['load_s']:>7.1f} {first_call:>12.2f} {r['weights_mb']:>10.0f}")
+    print(f"\n{'L':>6} {'batch':>5} {'precision':>9} {'cite s':>8} {'forward s':>9} {'cite/fwd':>8} "
+          f"{'cite vs ' + first:>16} {'fwd vs ' + first:>15} {'cites/s':>8} {'peak MB':>8} {'+MB':>6}")
+    for length in lengths:
+        for batch_key in table[first]["lengths"].get(str(length), {}):
+            if not batch_key.startswith("b"):
+                continue
+            for precision, r in table.items():
+                c = r["lengths"][str(length)][batch_key]
+                print(f"{length:>6} {batch_key[1:]:>5} {precision:>9} {c['cite_s']:>8.2f} {c['forward_s']:>9.2f} "
+                      f"{c['cite_over_forward']:>8.2f} {c['cite_vs_first']:>16.2f} {c['forward_vs_first']:>15.2f} "
+                      f"{c['cites_per_s']:>8.3f} {c['cite_peak_mb']:>8.0f} {c['cite_extra_peak_mb']:>6.0f}")
+
+
 def print_tables(result: dict, lengths: list[int]) -> None:
     rows = [result["lengths"][str(n)] for n in lengths]
     print(f"\n{result['model']} on {result['device']} ({result['dtype']}, {result['threads']} threads), "
@@ -299,10 +421,22 @@ def main() -> None:
     parser.add_argument("--bandwidth-gbs", type=float, help="memory bandwidth (GB/s) for the per-token bound")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--json", default="runs/cost.json")
+    parser.add_argument("--precisions", help="number formats side by side (float32,bfloat16,int8): cite and "
+                        "forward per length and batch, load and first-call time, peak RSS (the first is the "
+                        "reference of the ratios); replaces the default matrix")
     args = parser.parse_args()
     args.batch = [int(b) for b in args.batch.split(",")]
-    lm, scorers = load(args)
     lengths = [int(x) for x in args.lengths.split(",")]
+    if args.precisions:
+        result = {"model": args.model or "default", "device": args.device, "device_name": platform.processor()
+                  or platform.machine(), "threads": torch.get_num_threads(), "date": date.today().isoformat(),
+                  "torch": torch.__version__, "repeats": args.repeats, "new_tokens": args.new_tokens,
+                  "batch": args.batch, "precisions": run_precisions(args, lengths)}
+        print_precision_table(result, lengths)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        return
+    lm, scorers = load(args)
     result = {"model": lm.model_id, "device": args.device, "dtype": str(next(lm.model.parameters()).dtype),
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor()
               or platform.machine(), "threads": torch.get_num_threads(), "date": date.today().isoformat(),

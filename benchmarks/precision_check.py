@@ -207,7 +207,23 @@ def main() -> None:
     }
     print_table(result)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
+    Path(args.json).write_text(dumps(result))
+
+
+def dumps(result: dict) -> str:
+    """The summary indented, one line per row; scores to 5 significant digits (per-target scores left out)."""
+    def slim(value):
+        if isinstance(value, float):
+            return float(f"{value:.5g}")
+        if isinstance(value, dict):
+            return {k: slim(v) for k, v in value.items() if k != "target_sentence_scores"}
+        if isinstance(value, list):
+            return [slim(v) for v in value]
+        return value
+
+    rows = ",\n  ".join(json.dumps(slim(row), separators=(",", ":")) for row in result["per_row"])
+    head = json.dumps({k: v for k, v in result.items() if k != "per_row"}, indent=1)
+    return f'{head[:-2]},\n "per_row": [\n  {rows}\n ]\n}}\n'
 
 
 if __name__ == "__main__":
