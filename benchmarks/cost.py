@@ -16,8 +16,10 @@ whole rounds, not single methods). Peak memory: the process's RSS high-water mar
 format (``AT2Attributor.from_pretrained(precision=...)``), all loaded in one process, and per length and
 ``--batch``: ``cite`` of one fixed answer (float32's greedy 64 tokens, the same text for every mode) and a
 plain teacher-forced forward over it, every mode once per round, rounds interleaved, medians. Also each mode's
-load time, first ``cite`` after loading, weight bytes, and peak RSS per call (absolute, and above the RSS
-before the call: all modes' weights stay loaded, so the absolute peak counts them all).
+load time, first ``cite`` after loading and weight bytes. Peak memory per mode comes from a separate process
+that loads that mode only (``--memory-probe``) and cites once per length and batch, smallest first, the RSS
+high-water mark reset before each: the peak RSS of a process serving that mode. (The timing process holds all
+modes, so its own RSS, also recorded, counts every mode's weights.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import gc
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import date
@@ -353,7 +357,45 @@ def run_precisions(args, lengths: list[int]) -> dict:
                 cell["forward_vs_first"] = cell["forward_s"] / base["forward_s"]
                 cell["cites_per_s"] = int(batch_key[1:]) / cell["cite_s"]
         print(json.dumps({str(length): {p: out[p]["lengths"][str(length)] for p in precisions}}), flush=True)
+    if args.memory:
+        gc.collect()
+        for precision in precisions:
+            out[precision]["memory"] = probe = probe_memory(args, precision, lengths)
+            print(f"{precision} memory: {json.dumps(probe)}", flush=True)
+            for length in lengths:
+                for batch_key, cell in out[precision]["lengths"].get(str(length), {}).items():
+                    if batch_key.startswith("b") and f"{length}/{batch_key}" in probe.get("cite", {}):
+                        cell["cite_process_peak_mb"] = probe["cite"][f"{length}/{batch_key}"]
     return out
+
+
+def memory_probe(args, lengths: list[int]) -> dict:
+    """In a process holding one precision's model: peak RSS (MB) of one ``cite`` per (length, batch), in
+    ascending order of tokens, so memory a smaller call left in the heap never inflates a larger one's peak."""
+    attributor = AT2Attributor.from_pretrained(args.model, device="cpu", precision=args.memory_probe)
+    lm = attributor.lm
+    out = {"loaded_mb": rss_mb(), "cite": {}}
+    configs = sorted(((length, batch) for length in lengths for batch in args.batch
+                      if batch == 1 or batch * length <= args.batch_max_tokens), key=lambda c: (c[0] * c[1], c[1]))
+    for length, batch in configs:
+        sources, _ = fitted_sources(lm, Path(args.data), length, args.new_tokens)
+        ids = lm.tokenizer(sources[0].text, add_special_tokens=False)["input_ids"][: args.new_tokens]
+        text = lm.decode(ids)  # a stand-in answer of new_tokens tokens: memory does not depend on its words
+        reset_peak("cpu")
+        attributor.cite_batch([QUERY] * batch, [sources] * batch, [text] * batch)
+        out["cite"][f"{length}/b{batch}"] = peak_mb("cpu")
+    return out
+
+
+def probe_memory(args, precision: str, lengths: list[int]) -> dict:
+    command = [sys.executable, __file__, "--memory-probe", precision, "--lengths", ",".join(map(str, lengths)),
+               "--batch", ",".join(map(str, args.batch)), "--batch-max-tokens", str(args.batch_max_tokens),
+               "--data", args.data, "--new-tokens", str(args.new_tokens)]
+    command += ["--model", args.model] if args.model else []
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def print_precision_table(result: dict, lengths: list[int]) -> None:
@@ -361,12 +403,13 @@ def print_precision_table(result: dict, lengths: list[int]) -> None:
     first = next(iter(table))
     print(f"\n{result['model']} on {result['device']} ({result['device_name']}, {result['threads']} threads), "
           f"median of {result['repeats']} interleaved rounds; ratios against {first}")
-    print(f"{'precision':>9} {'load s':>7} {'first cite s':>12} {'weights MB':>10}")
+    print(f"{'precision':>9} {'load s':>7} {'first cite s':>12} {'weights MB':>10} {'RSS loaded MB':>13}")
     for precision, r in table.items():
         first_call = r.get("first_call_s", float("nan"))
-        print(f"{precision:>9} {r['load_s']:>7.1f} {first_call:>12.2f} {r['weights_mb']:>10.0f}")
+        loaded = r.get("memory", {}).get("loaded_mb", float("nan"))
+        print(f"{precision:>9} {r['load_s']:>7.1f} {first_call:>12.2f} {r['weights_mb']:>10.0f} {loaded:>13.0f}")
     print(f"\n{'L':>6} {'batch':>5} {'precision':>9} {'cite s':>8} {'forward s':>9} {'cite/fwd':>8} "
-          f"{'cite vs ' + first:>16} {'fwd vs ' + first:>15} {'cites/s':>8} {'peak MB':>8} {'+MB':>6}")
+          f"{'cite vs ' + first:>16} {'fwd vs ' + first:>15} {'cites/s':>8} {'peak RSS MB':>11}")
     for length in lengths:
         for batch_key in table[first]["lengths"].get(str(length), {}):
             if not batch_key.startswith("b"):
@@ -375,7 +418,8 @@ def print_precision_table(result: dict, lengths: list[int]) -> None:
                 c = r["lengths"][str(length)][batch_key]
                 print(f"{length:>6} {batch_key[1:]:>5} {precision:>9} {c['cite_s']:>8.2f} {c['forward_s']:>9.2f} "
                       f"{c['cite_over_forward']:>8.2f} {c['cite_vs_first']:>16.2f} {c['forward_vs_first']:>15.2f} "
-                      f"{c['cites_per_s']:>8.3f} {c['cite_peak_mb']:>8.0f} {c['cite_extra_peak_mb']:>6.0f}")
+                      f"{c['cites_per_s']:>8.3f} {c.get('cite_process_peak_mb', float('nan')):>11.0f}")
+    print("peak RSS: a process holding that precision only, one cite (--memory-probe)")
 
 
 def print_tables(result: dict, lengths: list[int]) -> None:
@@ -424,9 +468,15 @@ def main() -> None:
     parser.add_argument("--precisions", help="number formats side by side (float32,bfloat16,int8): cite and "
                         "forward per length and batch, load and first-call time, peak RSS (the first is the "
                         "reference of the ratios); replaces the default matrix")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="with --precisions: skip the per-precision memory processes")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one precision's peak RSS per call
     args = parser.parse_args()
     args.batch = [int(b) for b in args.batch.split(",")]
     lengths = [int(x) for x in args.lengths.split(",")]
+    if args.memory_probe:
+        print(json.dumps(memory_probe(args, lengths)))
+        return
     if args.precisions:
         result = {"model": args.model or "default", "device": args.device, "device_name": platform.processor()
                   or platform.machine(), "threads": torch.get_num_threads(), "date": date.today().isoformat(),
