@@ -222,7 +222,8 @@ def test_shipped_keep_rule_loads_and_a_broken_one_is_refused(tmp_path):
             **raw["drafts"]["llm"], "sentence": {**raw["drafts"]["llm"]["sentence"], "weights": [1.0]}}}}),
         "unknown input": json.dumps({**raw, "drafts": {**raw["drafts"], "llm": {
             **raw["drafts"]["llm"], "passage": {**raw["drafts"]["llm"]["passage"],
-                                                "inputs": ["bogus"] * len(raw["drafts"]["llm"]["passage"]["inputs"])}}}}),
+                                                "inputs": ["bogus"] * len(raw["drafts"]["llm"]["passage"]["inputs"])
+                                                }}}}),
         "bad rule": json.dumps({**raw, "drafts": {**raw["drafts"], "llm": {**raw["drafts"]["llm"], "auto": "greedy"}}}),
     }
     for name, text in bad_cases.items():

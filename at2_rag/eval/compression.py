@@ -23,7 +23,8 @@ from ..results import Attribution
 from .hotpotqa import HotpotExample
 
 KINDS = ("llm", "attributor")
-DRAFTS = {"llm": "gold answer as a sentence (stand-in for a strong LLM's draft)", "attributor": "attributor's own draft"}
+DRAFTS = {"llm": "gold answer as a sentence (stand-in for a strong LLM's draft)",
+          "attributor": "attributor's own draft"}
 
 
 def titled(attribution: Attribution) -> list[str]:
@@ -390,8 +391,8 @@ def print_table(result: dict) -> None:
         print(f"\n{DRAFTS[kind]}: supporting-fact recall / answer containment at each share of tokens")
         print(f"  {'method':<32}" + "".join(f"{s:>12.0%}" for s in SHARES))
         for name in CURVE_METHODS:
-            print(f"  {name:<32}" + "".join(f"{methods[f'{name}|{s}']['recall']:>7.3f}/{methods[f'{name}|{s}']['contains']:.2f}"
-                                            for s in SHARES))
+            cells = [methods[f"{name}|{s}"] for s in SHARES]
+            print(f"  {name:<32}" + "".join(f"{m['recall']:>7.3f}/{m['contains']:.2f}" for m in cells))
         for name in ("at2-rag", "at2-rag (no retriever scores)"):
             m = methods.get(f"{name}|auto")
             if m:
@@ -399,8 +400,8 @@ def print_table(result: dict) -> None:
                       f"{m['recall_ci95'][1]:.3f}], tokens {m['share']:.3f} [{m['share_ci95'][0]:.3f}, "
                       f"{m['share_ci95'][1]:.3f}], contains {m['contains']:.3f}, sentences {m['sentences']:.1f}")
         for name in ("passage top-k", "passage top-k (no retriever scores)"):
-            print(f"  {name:<32}" + "".join(f"  k={k} {methods[f'{name}|{k}']['recall']:.3f}@{methods[f'{name}|{k}']['share']:.2f}"
-                                            for k in TOP_KS))
+            cells = [(k, methods[f"{name}|{k}"]) for k in TOP_KS]
+            print(f"  {name:<32}" + "".join(f"  k={k} {m['recall']:.3f}@{m['share']:.2f}" for k, m in cells))
         for key, m in result["pruning"][kind].items():
             print(f"  prune {key:<30} both gold {m['both_gold']:.3f}, passages {m['passages']:.2f}")
         for key, m in result["answers"].get(kind, {}).items():
