@@ -105,7 +105,7 @@ class AT2Attributor:
         calibration: str | os.PathLike | Calibration | None = None,
         detector: str | os.PathLike | SupportDetector | bool | None = None,
         keep_rule: str | os.PathLike | KeepRule | bool | None = None,
-        verifier: str | os.PathLike | Verifier | bool | None = None,
+        verifier: str | os.PathLike | Verifier | None = None,
         precision: str | None = None,
         verbose: bool = False,
         **kwargs,
@@ -118,8 +118,8 @@ class AT2Attributor:
         warning) when there are none. ``calibration``: evidence models and fusion weights (``at2-rag lab
         calibrate``); by default the shipped file when it was fit with these coefficients. ``detector``: the
         support detector that decides ``supported``; ``keep_rule``: what ``budget="auto"`` and
-        ``threshold="auto"`` read; for both, by default the shipped file, ``False`` for none. ``verifier``: the
-        MiniLM entailment verifier (loaded by default when the detector reads it). ``precision``: the
+        ``threshold="auto"`` read; for both, by default the shipped file, ``False`` for none. ``verifier``: a
+        MiniLM entailment verifier file or ``Verifier``, for a detector that reads one (none ships). ``precision``: the
         pass's number format on CPU ('auto', 'float32', 'bfloat16', 'int8'). ``verbose``: show loading
         progress. Other keyword arguments go to the constructor (``max_new_tokens``, ``truncate``,
         ``evidence_model``, ``embed``, ``template``, ``strictness``).
@@ -145,12 +145,12 @@ class AT2Attributor:
             calibration = Calibration.model_validate(json.loads(Path(calibration).read_text()))
         detector = _shipped_or_given(detector, lm, "detector", SupportDetector.load)
         keep_rule = _shipped_or_given(keep_rule, lm, "keep-rule", KeepRule.load)
-        if verifier is None or verifier is True:  # the shipped one, when the detector reads it
-            verifier = Verifier.load() if verifier or (detector is not None and detector.needs_verifier) else None
-        elif verifier is False:
-            verifier = None
-        elif not isinstance(verifier, Verifier):
+        if verifier is not None and not isinstance(verifier, Verifier):
             verifier = Verifier.load(verifier)
+        if detector is not None and detector.needs_embedding and kwargs.get("embed") is None:
+            from .embeddings import minilm_embedder
+
+            kwargs["embed"] = minilm_embedder()
         return cls(lm, scorer, sentence_scorer, calibration=calibration, detector=detector, keep_rule=keep_rule,
                    verifier=verifier, **kwargs)
 

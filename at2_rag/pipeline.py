@@ -23,7 +23,7 @@ from .passages import PassageLike, to_passages
 from .prompts import PromptTemplate, build_prompt
 from .results import Attribution, CitedResponse, CompressedContext, PassageSentence, PruneResult, TargetScores
 from .scorers import AverageAttentionScorer, Scorer
-from .support import VERIFIER, ContextVocabulary, SupportDetector, feature_row
+from .support import VERIFIER, ContextVocabulary, SupportDetector, embedding_facts, feature_row
 from .targets import span_target
 from .validation import check_batch, check_float, check_list, check_text
 from .errors import ConfigurationError, InvalidInputError
@@ -75,9 +75,12 @@ class Pipeline:
             detector.threshold(strictness)
         elif strictness is not None:
             raise InvalidInputError("strictness needs a support detector; none is loaded for this model")
+        if detector is not None and detector.needs_embedding and embed is None:
+            raise ConfigurationError("this support detector reads MiniLM similarities; pass embed= "
+                                     "(at2_rag.embeddings.minilm_embedder()) or load with from_pretrained()")
         if detector is not None and detector.needs_verifier and verifier is None:
             raise ConfigurationError("this support detector reads the verifier's entailment probability; pass "
-                                     "verifier= (at2_rag.verifier.Verifier.load()) or load with from_pretrained()")
+                                     "verifier= (a file of python -m at2_rag.fit.verifier, or at2_rag.verifier.Verifier)")
         self.detector = detector
         self.strictness = strictness
         self.verifier = verifier
@@ -247,24 +250,34 @@ class Pipeline:
         """The support detector's inputs for each target: lexical facts, evidence, and (when it reads them)
         model signals."""
         n = len(attribution.targets)
-        entailed = self.entailment(attribution) if self.detector is not None and self.detector.needs_verifier \
-            else None
+        needs = self.detector is not None
+        entailed = self.entailment(attribution) if needs and self.detector.needs_verifier else None
+        similar = embedding_facts(self.embed, [t.text for t in attribution.targets], self.passage_sentences(attribution)) \
+            if needs and self.detector.needs_embedding else None
         rows = []
         for t, target in enumerate(attribution.targets):
             evidence_values = {"evidence_top": float(evidence.scores[t].max()),
                                "lexical_top": float(evidence.values["lex_a"][t].max()) if evidence.values else 0.0}
             if entailed is not None:
                 evidence_values[VERIFIER] = float(entailed[t])
+            if similar is not None:
+                evidence_values.update(similar[t])
             rows.append(feature_row(target.signals, vocabulary.facts(target.text, t, n), evidence_values))
         return rows
+
+    @staticmethod
+    def passage_sentences(attribution: Attribution) -> list[list[str]]:
+        """Each passage's sentences as the pass split them."""
+        sentences: list[list[str]] = [[] for _ in attribution.passages]
+        for s in attribution.sentences:
+            sentences[s.passage_index].append(s.text)
+        return sentences
 
     def entailment(self, attribution: Attribution) -> np.ndarray:
         """The verifier's P(entailed) of each target given its evidence in the passages (the passages as the pass
         split them into sentences; the evidence chosen as in the verifier's training)."""
-        sentences: list[list[str]] = [[] for _ in attribution.passages]
-        for s in attribution.sentences:
-            sentences[s.passage_index].append(s.text)
-        return self.verifier.verify([t.text for t in attribution.targets], sentences, attribution.query)
+        return self.verifier.verify([t.text for t in attribution.targets], self.passage_sentences(attribution),
+                                    attribution.query)
 
     def detector_rows(self, attribution: Attribution) -> list[dict[str, float]]:
         """Every detector input of each target, for fitting and benchmarks: lexical facts, the hybrid evidence

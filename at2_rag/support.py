@@ -43,16 +43,19 @@ has have had having which who whom whose what when where why how all any both ea
 same very just also only too up down out off again further once s t also however while because during before after
 above below between through until against among within upon per via one two""".split())
 LEXICAL = ("coverage", "novel_content", "novel_numbers", "novel_names", "novel_long", "novel_run", "bigram_coverage",
-           "trigram_coverage", "log_words", "meta", "position", "first")
+           "pair_coverage", "trigram_coverage", "log_words", "meta", "position", "first")
 MODEL = ("source_attention", "logprob_mean", "logprob_min", "entropy_mean", "no_context_logprob_mean",
          "pmi_mean", "pmi_min")
 NO_CONTEXT = ("no_context_logprob_mean", "pmi_mean", "pmi_min")
 EVIDENCE = ("evidence_top", "lexical_top")
 VERIFIER = "verifier"  # P(entailed) of the sentence given its evidence, from the MiniLM verifier (verifier.py)
+# cosine similarity (bundled all-MiniLM-L6-v2) of the sentence to its closest context piece, and the mean of the
+# three closest; the pieces are the passages' sentences and each pair of adjacent sentences
+EMBEDDING = ("embedding_top", "embedding_top3")
 STRICTNESS = ("lenient", "balanced", "strict")
 # Inputs whose direction is known: +1 can only raise support, -1 only lower it (the fit keeps these signs).
-SUPPORT_SIGN = {"coverage": 1, "bigram_coverage": 1, "trigram_coverage": 1, "evidence_top": 1, "lexical_top": 1,
-                VERIFIER: 1,
+SUPPORT_SIGN = {"coverage": 1, "bigram_coverage": 1, "pair_coverage": 1, "trigram_coverage": 1, "evidence_top": 1,
+                "lexical_top": 1, VERIFIER: 1, "embedding_top": 1, "embedding_top3": 1,
                 "novel_content": -1, "novel_numbers": -1, "novel_names": -1, "novel_long": -1, "novel_run": -1}
 
 
@@ -89,6 +92,14 @@ class ContextVocabulary:
         stem = _stem(word)
         return stem not in STOPWORDS and stem not in self.stems
 
+    def _pair_known(self, pair: tuple[str, str]) -> bool:
+        """``pair_coverage``'s rule: two adjacent content words must appear together in the context; a function or
+        framing word next to a content word ("is Colne" in "The answer is Colne.") only needs the content word
+        known (``bigram_coverage`` asks for the pair itself)."""
+        if pair[0] in STOPWORDS or pair[1] in STOPWORDS:
+            return (pair[1] if pair[0] in STOPWORDS else pair[0]) in self.stems
+        return pair in self.bigrams
+
     def facts(self, sentence: str, index: int, count: int) -> dict[str, float]:
         found = words(sentence)
         tokens = [m.group(0) for m in found]
@@ -113,6 +124,7 @@ class ContextVocabulary:
             "novel_long": float(sum(len(t) >= 7 for t in novel)),
             "novel_run": float(longest),
             "bigram_coverage": sum(p in self.bigrams for p in pairs) / len(pairs) if pairs else 1.0,
+            "pair_coverage": sum(self._pair_known(p) for p in pairs) / len(pairs) if pairs else 1.0,
             "trigram_coverage": sum(p in self.trigrams for p in triples) / len(triples) if triples else 1.0,
             "log_words": float(np.log1p(len(tokens))),
             "meta": float(sum(s in _META for s in stems)),
@@ -138,6 +150,30 @@ class ContextVocabulary:
         if not spans:
             return [(offset, offset + len(sentence))]
         return [(offset + a, offset + b) for a, b in spans]
+
+
+def context_pieces(passage_sentences: Sequence[Sequence[str]]) -> list[str]:
+    """What an answer sentence is compared with: every passage sentence and every pair of adjacent ones (a claim
+    often joins two)."""
+    pieces = []
+    for sentences in passage_sentences:
+        sentences = [s.strip() for s in sentences if s.strip()]
+        pieces += sentences + [f"{a} {b}" for a, b in zip(sentences, sentences[1:])]
+    return pieces
+
+
+def embedding_facts(embed, sentences: Sequence[str], passage_sentences: Sequence[Sequence[str]]) -> list[dict[str, float]]:
+    """Per answer sentence, ``EMBEDDING``: its cosine similarity to the closest context piece and the mean of
+    the three closest (rows of ``embed`` are L2-normalised)."""
+    pieces = context_pieces(passage_sentences)
+    if not sentences:
+        return []
+    if not pieces:
+        return [{"embedding_top": 0.0, "embedding_top3": 0.0} for _ in sentences]
+    vectors = np.asarray(embed([*(s.strip() for s in sentences), *pieces]))
+    similarity = vectors[:len(sentences)] @ vectors[len(sentences):].T
+    top = -np.sort(-similarity, axis=1)
+    return [{"embedding_top": float(row[0]), "embedding_top3": float(row[:3].mean())} for row in top]
 
 
 def feature_row(signals: SentenceSignals | None, lexical: dict[str, float], evidence: dict[str, float]) -> dict[str, float]:
@@ -187,6 +223,12 @@ class SupportDetector(LogisticModel):
     def needs_verifier(self) -> bool:
         """Whether it reads the verifier's entailment probability (then the attributor loads the verifier)."""
         return VERIFIER in self.inputs
+
+    @property
+    def needs_embedding(self) -> bool:
+        """Whether it reads the MiniLM similarity of a sentence to the context (then the attributor loads the
+        embedder)."""
+        return any(f in EMBEDDING for f in self.inputs)
 
     @property
     def needs_signals(self) -> bool:
