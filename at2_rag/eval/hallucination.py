@@ -201,6 +201,16 @@ def span_prf(records: Sequence[dict], answers: dict[str, LabelledAnswer],
     return _prf(hit, pred, actual)
 
 
+def balanced_accuracy(records: Sequence[dict], flags: Sequence[Sequence[bool]]) -> float | None:
+    """Sentence-level balanced accuracy of the flags (the mean of the recall of unsupported and of supported
+    sentences; LLM-AggreFact's metric), over judged sentences."""
+    pairs = [(lab, bool(f)) for r, fl in zip(records, flags) for lab, f in zip(r["labels"], fl) if lab is not None]
+    bad = [f for lab, f in pairs if lab == 1]
+    good = [not f for lab, f in pairs if lab == 0]
+    parts = [float(np.mean(x)) for x in (bad, good) if x]
+    return float(np.mean(parts)) if parts else None
+
+
 def sentence_auroc(records: Sequence[dict], unsupported_scores: Sequence[np.ndarray]) -> float | None:
     from sklearn.metrics import roc_auc_score
 
@@ -286,6 +296,7 @@ def evaluate(records: Sequence[dict], answers: dict[str, LabelledAnswer], fn, vo
     return {"example": {**example_f1(records, flags), "f1_ci95": bootstrap_ci(list(zip(records, flags)), 1000, statistic=_f1_of)},
             "span": span_prf(records, answers, spans),
             "sentence_auroc": sentence_auroc(records, scores),
+            "sentence_balanced_accuracy": balanced_accuracy(records, flags),
             "clean_answers_flagged": float(np.mean([any(f) for f in clean])) if clean else None,
             "sentences_flagged": float(np.mean(np.concatenate([np.asarray(f, dtype=float) for f in flags])))
             if flags else None, "n_answers": len(records)}
@@ -350,7 +361,7 @@ def print_bench(result: dict) -> None:
     print(f"\n{result['model']} on {result['n_answers']} answers of {result['data']} (part: {result['part']}); "
           f"{result['seconds_per_answer']:.2f} s per answer ({result['tokens_per_answer']:.0f} tokens)")
     head = (f"{'method':<40} {'sample':<9} {'ex P':>6} {'ex R':>6} {'ex F1':>6} {'F1 95% CI':>14} {'span F1':>8} "
-            f"{'sent AUROC':>10} {'clean flagged':>13}")
+            f"{'sent AUROC':>10} {'sent BAcc':>9} {'clean flagged':>13}")
     print(head)
     for name, entry in result["methods"].items():
         for sample in ("natural", "balanced"):
@@ -358,5 +369,6 @@ def print_bench(result: dict) -> None:
             auroc = f"{e['sentence_auroc']:.3f}" if e["sentence_auroc"] is not None else "-"
             ci = "[{:.2f}, {:.2f}]".format(*e["example"]["f1_ci95"])
             clean = f"{e['clean_answers_flagged']:.2f}" if e["clean_answers_flagged"] is not None else "-"
+            bacc = f"{e['sentence_balanced_accuracy']:.3f}" if e["sentence_balanced_accuracy"] is not None else "-"
             print(f"{name:<40} {sample:<9} {e['example']['precision']:>6.3f} {e['example']['recall']:>6.3f} "
-                  f"{e['example']['f1']:>6.3f} {ci:>14} {e['span']['f1']:>8.3f} {auroc:>10} {clean:>13}")
+                  f"{e['example']['f1']:>6.3f} {ci:>14} {e['span']['f1']:>8.3f} {auroc:>10} {bacc:>9} {clean:>13}")

@@ -14,7 +14,7 @@ Evidence: ``at2_rag.verifier.evidence_texts`` over the row's passages (the funct
 top encoder layers, the pooler and the head are tuned; the file keeps just those in float16.
 
     python -m at2_rag.fit.verifier --data ../shared/data/hallucination \
-        --hotpotqa ../shared/data/hotpotqa/train.jsonl --out at2_rag/coefficients/minilm-verifier
+        --hotpotqa ../shared/data/hotpotqa/train.jsonl --out runs/verifier/minilm-verifier
     python -m at2_rag.fit.verifier ... --lodo            # leave-one-dataset-out report (docs/results/verifier_lodo.json)
 """
 
@@ -41,14 +41,8 @@ from ..verifier import (BASE_MODEL, MAX_EVIDENCE_PIECES, MAX_LENGTH, TOP, WINDOW
                         evidence_texts, file_digest, load_base, passage_sentences, save_delta)
 from . import negatives
 
-try:
-    from ..passages import sentence_spans
-except ImportError:  # before the rename of sources.py
-    from ..sources import sentence_spans  # type: ignore[no-redef]
-try:
-    from ..support import LEXICAL, ContextVocabulary
-except ImportError:  # before the rename of detector.py
-    from ..detector import LEXICAL, ContextVocabulary  # type: ignore[no-redef]
+from ..passages import sentence_spans
+from ..support import LEXICAL, ContextVocabulary
 
 # left-out sets of the LODO report: name -> (file, task or None for all rows)
 DATASETS = {
@@ -60,6 +54,7 @@ DATASETS = {
 }
 HOTPOTQA = "hotpotqa"
 LODO_PATH = Path("docs/results/verifier_lodo.json")
+SCORES_PATH = Path("runs/verifier/lodo_scores.jsonl")  # out-of-fold P(entailed) of every labelled sentence
 
 
 @dataclass
@@ -78,6 +73,7 @@ class Item:
     index: int = 0
     count: int = 1
     evidence: str = ""
+    answer: str = ""  # the labelled answer's id ("" for HotpotQA and synthetic claims)
     origin: Item | None = field(default=None, repr=False)  # a synthetic claim's source
 
 
@@ -99,7 +95,7 @@ def labelled_items(data_dir: str | Path) -> list[Item]:
                     continue
                 sentence = answer.response[a:b].strip()
                 items.append(Item(claim_text(sentence, question), sentence, answer.question, answer.passages,
-                                  1 - label, name, "labelled", answer.group, k, len(spans)))
+                                  1 - label, name, "labelled", answer.group, k, len(spans), answer=answer.id))
     return items
 
 
@@ -440,6 +436,7 @@ def lodo(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict:
         }
         log(json.dumps({k: fold[k] for k in ("sentences", "unsupported", "auroc", "balanced_accuracy")}))
         report["folds"][name] = fold
+        write_scores(args.scores_out, name, test_items, scores)
         done = [f for f in report["folds"].values()]
         report["mean"] = {m: {k: float(np.mean([f[m][k] for f in done if f[m][k] is not None]))
                               for k in ("verifier", "word_overlap", "lexical_logistic")}
@@ -447,6 +444,18 @@ def lodo(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def write_scores(path: str | Path, dataset: str, items: Sequence[Item], scores: np.ndarray) -> None:
+    """Keep the out-of-fold scores of one left-out set (replacing earlier ones of that set): what the stacked
+    support detector is fit on (``at2_rag.fit.stacked``)."""
+    path = Path(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = [r for r in rows if r["dataset"] != dataset]
+    rows += [{"dataset": dataset, "answer": i.answer, "index": i.index, "label": i.label,
+              "verifier": round(float(s), 6)} for i, s in zip(items, scores)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def fit_final(args, labelled: list[Item], hotpot: list[Item], log=print) -> dict:
@@ -514,9 +523,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m at2_rag.fit.verifier", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data/hallucination")
     parser.add_argument("--hotpotqa", default="../shared/data/hotpotqa/train.jsonl")
-    parser.add_argument("--out", default="at2_rag/coefficients/minilm-verifier")
+    parser.add_argument("--out", default="runs/verifier/minilm-verifier")
     parser.add_argument("--lodo", action="store_true", help="leave-one-dataset-out report instead of the final fit")
     parser.add_argument("--lodo-out", default=str(LODO_PATH))
+    parser.add_argument("--scores-out", default=str(SCORES_PATH), help="out-of-fold scores of --lodo (JSONL)")
     parser.add_argument("--folds", default="", help="comma-separated left-out sets (default: all)")
     parser.add_argument("--caps", type=int, default=600, help="pairs per labelled set in the final fit")
     parser.add_argument("--synthetic", type=int, default=800, help="supported pairs to make synthetic claims from")
