@@ -9,6 +9,17 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1] / "shared" / "data"
 DATA = SHARED / "hotpotqa"
 
+# The three-document knowledge base the integration tests retrieve from, its question, and an answer one of
+# whose sentences ("It is (kept) in the British Museum.") is supported by the first document.
+KB_TEXTS = {
+    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. "
+                     "It is in the British Museum.",
+    "Sourdough": "Sourdough bread is leavened by wild yeast. The bacteria make it sour.",
+    "Kilimanjaro": "Mount Kilimanjaro rises 5,895 metres. It is a dormant volcano in Tanzania.",
+}
+KB_QUESTION = "Who deciphered the Rosetta Stone?"
+KB_ANSWER = "Champollion deciphered it in 1822. It is in the British Museum."
+
 
 @pytest.fixture(scope="session")
 def lm():

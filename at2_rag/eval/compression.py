@@ -20,7 +20,7 @@ from ..attributor import AT2Attributor
 from ..evidence import Embedder
 from ..embeddings import question_similarity
 from ..results import Attribution
-from .hotpotqa import HotpotExample
+from .hotpotqa import HotpotExample, cached_records
 
 KINDS = ("llm", "attributor")
 DRAFTS = {"llm": "gold answer as a sentence (stand-in for a strong LLM's draft)",
@@ -53,16 +53,8 @@ def compression_record(attributor: AT2Attributor, example: HotpotExample, kind: 
 def collect_records(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: str | Path,
                     embed: Embedder, kinds: Sequence[str] = KINDS, progress: bool = True) -> dict[str, list[dict]]:
     """Records per kind, one JSON file per (kind, row) under ``work_dir`` (existing files are reused)."""
-    out: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    for kind in kinds:
-        folder = Path(work_dir) / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, ex in enumerate(tqdm(examples, desc=f"compression passes ({kind})", disable=not progress)):
-            path = folder / f"{i:05d}-{ex.id}.json"
-            if not path.is_file():
-                path.write_text(json.dumps(compression_record(attributor, ex, kind, embed)))
-            out[kind].append(json.loads(path.read_text()))
-    return out
+    return cached_records(examples, work_dir, kinds, lambda ex, kind: compression_record(attributor, ex, kind, embed),
+                          "compression passes", progress)
 
 
 def record_attribution(record: dict) -> Attribution:

@@ -121,3 +121,22 @@ def supporting_labels(example: HotpotExample, n_targets: int) -> np.ndarray:
     for i, j in example.supporting:
         labels[offsets[i] + j] = 1
     return np.tile(labels, (n_targets, 1))
+
+
+def cached_records(examples: Sequence[HotpotExample], work_dir: str | Path, kinds: Sequence[str], make,
+                   desc: str, progress: bool = True) -> dict[str, list[dict]]:
+    """Records per kind, one JSON file per (kind, row) under ``work_dir``, made by ``make(example, kind)`` when
+    the file is missing (existing files are reused: a run resumes where it stopped)."""
+    from tqdm.auto import tqdm
+
+    out: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for kind in kinds:
+        folder = Path(work_dir) / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, ex in enumerate(tqdm(examples, desc=f"{desc} ({kind})", disable=not progress)):
+            path = folder / f"{i:05d}-{ex.id}.json"
+            if not path.is_file():
+                path.write_text(json.dumps(make(ex, kind)))
+            out[kind].append(json.loads(path.read_text()))
+    return out
+

@@ -14,17 +14,16 @@ context holds; thresholds and cross-validated metrics come from the full rows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..attributor import AT2Attributor
 from ..evidence import AT2_COMPONENTS, EMBEDDING_COMPONENTS, LEXICAL_COMPONENTS, Calibration, Embedder, EvidenceModel, FusionModel
 from ..embeddings import question_similarity
-from ..eval.hotpotqa import HotpotExample, sentence_columns, record_components, supporting_labels, titled_sentences
+from ..eval.hotpotqa import (HotpotExample, cached_records, record_components, sentence_columns, supporting_labels,
+                            titled_sentences)
 from ..eval.metrics import ranking_metrics
 from .logistic import fit_logistic
 
@@ -61,16 +60,8 @@ def record_for(attributor: AT2Attributor, example: HotpotExample, kind: str, emb
 def collect_records(attributor: AT2Attributor, examples: Sequence[HotpotExample], work_dir: str | Path,
                     embed: Embedder, kinds: Sequence[str] = KINDS, progress: bool = True) -> dict[str, list[dict]]:
     """Records per kind, one JSON file per (kind, row) under ``work_dir`` (existing files are reused)."""
-    out: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    for kind in kinds:
-        folder = Path(work_dir) / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, ex in enumerate(tqdm(examples, desc=f"calibration passes ({kind})", disable=not progress)):
-            path = folder / f"{i:05d}-{ex.id}.json"
-            if not path.is_file():
-                path.write_text(json.dumps(record_for(attributor, ex, kind, embed)))
-            out[kind].append(json.loads(path.read_text()))
-    return out
+    return cached_records(examples, work_dir, kinds, lambda ex, kind: record_for(attributor, ex, kind, embed),
+                          "calibration passes", progress)
 
 
 def sub_contexts(record: dict, example: HotpotExample, seed: int) -> list[tuple[dict, np.ndarray]]:

@@ -75,7 +75,7 @@ def choose_thresholds(records: Sequence[dict], support: Sequence[np.ndarray], bo
     return thresholds, curve
 
 
-def _matrix(record: dict, features: Sequence[str]) -> np.ndarray:
+def input_matrix(record: dict, features: Sequence[str]) -> np.ndarray:
     """One record's inputs as [sentences, features] (labelled or not)."""
     return np.array([[row[f] for f in features] for row in record["inputs"]], dtype=float).reshape(-1, len(features))
 
@@ -98,7 +98,7 @@ def out_of_fold_raw(records: Sequence[dict], features: Sequence[str], c: float, 
         x, y, _ = design([r for r in records if fold[r["group"]] != k] + added, features)
         params = fit_logistic(x, y, features, c, SUPPORT_SIGN, balanced=True)
         for r in held:
-            out[r["id"]] = params.raw(_matrix(r, features))
+            out[r["id"]] = params.raw(input_matrix(r, features))
     return [out[r["id"]] for r in records]
 
 
@@ -115,7 +115,7 @@ def fit_detector(attributor: AT2Attributor, train: Sequence[dict], calibration: 
     params = fit_logistic(x, y, features, c, SUPPORT_SIGN, balanced=True)
     usable = [r for r in calibration if "error" not in r]
     primary = [r for r in train if r.get("dataset", PRIMARY) == PRIMARY and "error" not in r]
-    raw_held = [params.raw(_matrix(r, features)) for r in usable] + out_of_fold_raw(primary, features, c, added)
+    raw_held = [params.raw(input_matrix(r, features)) for r in usable] + out_of_fold_raw(primary, features, c, added)
     held = usable + primary
     labelled = [(v, 1 - lab) for r, raw in zip(held, raw_held) for v, lab in zip(raw, r["labels"]) if lab is not None]
     knots_x, knots_y = platt_knots(np.array([v for v, _ in labelled]), np.array([lab for _, lab in labelled]))

@@ -34,7 +34,7 @@ from ..eval.hallucination import (LabelledAnswer, design, example_f1, read_answe
 from ..passages import sentence_spans
 from ..support import (EMBEDDING, LEXICAL, STRICTNESS, SUPPORT_SIGN, VERIFIER, ContextVocabulary, SupportDetector,
                        embedding_facts)
-from .detector import CLEAN_FLAG_CAP, invented_records
+from .detector import CLEAN_FLAG_CAP, input_matrix, invented_records
 from .logistic import fit_logistic, platt_knots
 from .verifier import DATASETS, HOTPOTQA
 
@@ -164,10 +164,6 @@ def _fit(rows: Sequence[dict], inputs: Sequence[str], c: float, invented: Sequen
     return fit_logistic(x, y, inputs, c, SUPPORT_SIGN, balanced=True)
 
 
-def _matrix(record: dict, inputs: Sequence[str]) -> np.ndarray:
-    return np.array([[row[f] for f in inputs] for row in record["inputs"]], dtype=float).reshape(-1, len(inputs))
-
-
 def _auroc(rows: Sequence[dict], raw: Sequence[np.ndarray]) -> float | None:
     from sklearn.metrics import roc_auc_score
 
@@ -186,7 +182,7 @@ def left_out_raw(rows: Sequence[dict], inputs: Sequence[str], c: float,
         if not held:
             continue
         model = _fit([r for r in rows if r["dataset"] != name], inputs, c, invented)
-        out.update({r["id"]: model.raw(_matrix(r, inputs)) for r in held})
+        out.update({r["id"]: model.raw(input_matrix(r, inputs)) for r in held})
     return out
 
 
@@ -384,8 +380,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from ..eval.hallucination import plot_reliability
 
         answers = sum(v["answers"] for v in report["left_out"].values())
-        plot_reliability({"reliability": report["reliability"], "data": "left-out labelled sets", "part": "each "
-                          "scored by a fit without it", "n_answers": answers}, args.plot)
+        plot_reliability({"reliability": report["reliability"], "data": "labelled sets", "part": "left out",
+                          "n_answers": answers}, args.plot)
     print(json.dumps({"chosen": report["chosen"], "thresholds": report["thresholds"], "left_out": report["left_out"]},
                      indent=1))
 

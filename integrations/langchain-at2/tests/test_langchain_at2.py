@@ -19,16 +19,11 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from at2_rag import ConfigurationError, InvalidInputError
+from conftest import KB_QUESTION as QUESTION
+from conftest import KB_TEXTS as TEXTS
 
 pytestmark = pytest.mark.timeout(120)
 
-TEXTS = {
-    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. "
-                     "It is in the British Museum.",
-    "Sourdough": "Sourdough bread is leavened by wild yeast. The bacteria make it sour.",
-    "Kilimanjaro": "Mount Kilimanjaro rises 5,895 metres. It is a dormant volcano in Tanzania.",
-}
-QUESTION = "Who deciphered the Rosetta Stone?"
 ANSWER = "Champollion deciphered it in 1822. It is kept in the British Museum."
 
 

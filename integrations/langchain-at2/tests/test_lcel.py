@@ -20,17 +20,12 @@ from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnableP
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from at2_rag import ConfigurationError
+from conftest import KB_ANSWER as ANSWER
+from conftest import KB_QUESTION as QUESTION
+from conftest import KB_TEXTS as TEXTS
 
 pytestmark = pytest.mark.timeout(120)
 
-TEXTS = {
-    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. "
-                     "It is in the British Museum.",
-    "Sourdough": "Sourdough bread is leavened by wild yeast. The bacteria make it sour.",
-    "Kilimanjaro": "Mount Kilimanjaro rises 5,895 metres. It is a dormant volcano in Tanzania.",
-}
-QUESTION = "Who deciphered the Rosetta Stone?"
-ANSWER = "Champollion deciphered it in 1822. It is in the British Museum."
 PROMPT = ChatPromptTemplate.from_messages([("human", "{context}\n\nQuestion: {question}")])
 
 

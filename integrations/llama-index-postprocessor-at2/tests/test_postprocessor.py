@@ -22,15 +22,10 @@ from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.postprocessor.at2 import AT2CitationQueryEngine, AT2Postprocessor, cite_response
+from conftest import KB_QUESTION as QUESTION
+from conftest import KB_TEXTS as TEXTS
 
 pytestmark = pytest.mark.timeout(120)
-
-TEXTS = {
-    "Rosetta Stone": "The Rosetta Stone was found in 1799. Champollion deciphered it in 1822. "
-                     "It is in the British Museum.",
-    "Sourdough": "Sourdough bread is leavened by wild yeast. The bacteria make it sour.",
-    "Kilimanjaro": "Mount Kilimanjaro rises 5,895 metres. It is a dormant volcano in Tanzania.",
-}
 
 
 class AnswerBook(CustomLLM):
@@ -56,7 +51,6 @@ class AnswerBook(CustomLLM):
             yield CompletionResponse(text=text, delta=(" " if i else "") + word)
 
 
-QUESTION = "Who deciphered the Rosetta Stone?"
 ANSWER = "Champollion deciphered it in 1822. It is kept in the British Museum."
 
 
