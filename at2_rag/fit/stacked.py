@@ -34,7 +34,7 @@ from ..eval.hallucination import (LabelledAnswer, design, example_f1, read_answe
 from ..passages import sentence_spans
 from ..support import (EMBEDDING, LEXICAL, STRICTNESS, SUPPORT_SIGN, VERIFIER, ContextVocabulary, SupportDetector,
                        embedding_facts)
-from .detector import CLEAN_FLAG_CAP, input_matrix, invented_records
+from .detector import CLEAN_FLAG_CAP, choose_span_mode, input_matrix, invented_records
 from .logistic import fit_logistic, platt_knots
 from .verifier import DATASETS, HOTPOTQA
 
@@ -251,13 +251,7 @@ def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str 
               "capped) and span mode on the left-out scores")
     support = [np.interp(r_, knots_x, knots_y) for r_ in held_raw]
     detector.thresholds, curve = operating_points(rows, support)
-    span_f1 = {}
-    for mode in ("novel-words", "sentence"):
-        spans = sentence_spans_of(rows, answers, mode)
-        flags = [s < detector.thresholds["balanced"] for s in support]
-        span_f1[mode] = span_prf(rows, answers, [[span for spans_t, f in zip(sp, fl) if f for span in spans_t]
-                                                 for sp, fl in zip(spans, flags)])["f1"]
-    detector.span_mode = max(span_f1, key=span_f1.get)
+    detector.span_mode, span_f1 = choose_span_mode(rows, answers, support, detector.thresholds["balanced"])
     left_out = {}
     spans = sentence_spans_of(rows, answers, detector.span_mode)
     for d in SETS:
