@@ -342,7 +342,8 @@ def cmd_evaluate(args) -> None:
     from .eval.attribution import evaluate_scorers
 
     examples = _rows(_data(args.data, "validation"), args.limit)
-    attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32)
+    attributor = AT2Attributor.from_pretrained(args.model, args.coefficients, max_new_tokens=32,
+                                               precision=args.precision)
     level_scorer = attributor.sentence_scorer if args.level == "sentence" else attributor.scorer
     coefficients = getattr(level_scorer, "coefficients", None)
     scorers = [make_scorer(name.strip(), coefficients, args.objective) for name in args.scorers.split(",")]
@@ -506,7 +507,8 @@ def main(argv: list[str] | None = None) -> None:
                        "response|answer} (passages: strings or {title, text}); no response: the attributor drafts")
         p.add_argument("--model", help="hub id, local directory or .gguf (default: bundled SmolLM2-135M-Instruct)")
         p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "int8"], default=None,
-                       help="number format of the pass on CPU (default: auto)")
+                       help="number format of the pass on CPU (default: float32; auto: bfloat16 where the CPU "
+                       "computes it natively)")
         p.add_argument("--json", help="write one result per line (JSONL)")
         p.add_argument("--html", help="write the view as a page")
         if name == "cite":
@@ -597,6 +599,8 @@ def main(argv: list[str] | None = None) -> None:
     common(p, 40)
     p.add_argument("--coefficients")
     p.add_argument("--scorers", default="at2,average-attention,gradient,esm-32")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "int8"], default=None,
+                   help="number format of every pass, ablations included (default: float32 on CPU)")
     p.add_argument("--extra-coefficients", nargs="*", help="more coefficient files (e.g. other feature families), "
                    "each scored as its own AT2 scorer")
     p.add_argument("--level", choices=["passage", "sentence"], default="passage")

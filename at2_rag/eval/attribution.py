@@ -198,6 +198,8 @@ def evaluate_scorers(
         manifest = {"model": attributor.lm.model_id, "n_lds_masks": n_lds_masks, "ks": list(ks)}
         if (level, responses) != ("passage", "generated"):
             manifest.update(level=level, responses=responses)
+        if attributor.lm.precision != "float32":  # ablations and scores of another number format are not reused
+            manifest.update(precision=attributor.lm.precision)
         _check_manifest(work, manifest)
     mine = [(i, ex) for i, ex in enumerate(examples) if i % num_shards == shard]
     per_example = []
