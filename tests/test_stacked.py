@@ -117,3 +117,22 @@ def test_a_detector_reading_similarities_gets_them_from_the_embedder(tiny_lm, ti
     assert all(set(EMBEDDING) <= set(row) for row in rows)
     assert [c.support for c in cited.citations] == pytest.approx(detector.predict(rows).tolist())
     assert calls and calls[0][:2] == ["Kykuit has 40 rooms.", "It was carved from green jade."]
+
+
+def test_records_of_the_shared_labelled_sets():
+    """Every set is read, labels follow the labelled spans, HotpotQA validation rows are refused for fitting."""
+    from conftest import DATA, SHARED
+
+    if not (SHARED / "hallucination").is_dir():
+        pytest.skip("shared labelled answers not present")
+    rows, answers = stacked.records(SHARED / "hallucination", hotpotqa=DATA / "train.jsonl")
+    assert {r["dataset"] for r in rows} == set(stacked.SETS)
+    for r in rows[::97]:
+        assert len(r["labels"]) == len(r["inputs"]) == len(r["targets"]) and set(LEXICAL) <= set(r["inputs"][0])
+        answer = answers[r["id"]]
+        for (a, b), label in zip(r["targets"], r["labels"]):
+            assert label == int(any(min(b, e) > max(a, s) for s, e in answer.spans))
+    other = [r for r in rows if r["id"].endswith(":other")]
+    assert other and all(set(r["labels"]) == {1} and r["texts"][0].startswith("The answer is") for r in other)
+    with pytest.raises(ValueError):
+        stacked.hotpot_answers(DATA / "validation.jsonl")
