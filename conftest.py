@@ -19,6 +19,27 @@ KB_TEXTS = {
 }
 KB_QUESTION = "Who deciphered the Rosetta Stone?"
 KB_ANSWER = "Champollion deciphered it in 1822. It is in the British Museum."
+PINNED = Path(__file__).resolve().parent / "tests" / "data" / "pinned_shipped.json"
+
+
+def pinned_outputs(attributor) -> list[tuple[dict, dict]]:
+    """(pinned row, what the attributor gives now) for the rows of ``PINNED``: the kept top-2 passages, the AT2
+    passage scores and every citation (span, verdict, support, cited passages and sentences)."""
+    from at2_rag.demo import hotpot_items
+    from at2_rag.eval.hotpotqa import load_hotpotqa
+
+    items = {item.label: item for item in hotpot_items(load_hotpotqa(DATA / "validation.jsonl", limit=4))}
+    out = []
+    for row in json.loads(PINNED.read_text()):
+        item = items[row["id"]]
+        cited = attributor.cite(item.question, item.passages, response=item.answer)
+        pruned = attributor.prune(item.question, item.passages, response=item.answer, top_n=2)
+        now = {"kept": pruned.indices, "at2_scores": [round(s, 6) for s in pruned.attribution.scores],
+               "citations": [{"start": c.start, "end": c.end, "supported": c.supported, "support": round(c.support, 6),
+                              "cited": [[p.index, [s.index for s in p.sentences]] for p in c.passages]}
+                             for c in cited.citations]}
+        out.append((row, now))
+    return out
 
 
 @pytest.fixture(scope="session")

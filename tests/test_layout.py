@@ -3,7 +3,6 @@ evaluation code; results import neither torch nor the view at module level; the 
 files do not move."""
 
 import ast
-import json
 import sys
 from pathlib import Path
 
@@ -108,19 +107,10 @@ def test_pinned_outputs_of_the_shipped_files(attributor):
     """Citations, supports and prune results on four HotpotQA validation rows, recorded before the 2026-12-06
     redesign (tests/data/pinned_shipped.json): the shipped files must give the same. Supports were re-pinned
     (tests/data/repin_shipped.py) when the support detector was refit the same day; nothing else moved."""
-    pinned = json.loads((Path(__file__).parent / "data" / "pinned_shipped.json").read_text())
-    from at2_rag.demo import hotpot_items
-    from at2_rag.eval.hotpotqa import load_hotpotqa
-    from conftest import DATA
+    from conftest import pinned_outputs
 
-    items = {item.label: item for item in hotpot_items(load_hotpotqa(DATA / "validation.jsonl", limit=4))}
-    for row in pinned:
-        item = items[row["id"]]
-        cited = attributor.cite(item.question, item.passages, response=item.answer)
-        pruned = attributor.prune(item.question, item.passages, response=item.answer, top_n=2)
-        assert pruned.indices == row["kept"]
-        assert [round(s, 6) for s in pruned.attribution.scores] == pytest.approx(row["at2_scores"], abs=2e-6)
-        got = [{"start": c.start, "end": c.end, "supported": c.supported, "support": round(c.support, 6),
-                "cited": [[p.index, [s.index for s in p.sentences]] for p in c.passages]} for c in cited.citations]
-        for g, want in zip(got, row["citations"], strict=True):
-            assert {**g, "support": pytest.approx(want["support"], abs=2e-6)} == want
+    for row, now in pinned_outputs(attributor):
+        assert now["kept"] == row["kept"]
+        assert now["at2_scores"] == pytest.approx(row["at2_scores"], abs=2e-6)
+        for got, want in zip(now["citations"], row["citations"], strict=True):
+            assert {**got, "support": pytest.approx(want["support"], abs=2e-6)} == want

@@ -443,6 +443,13 @@ def plot(result: dict, path: str | Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _auto_row(label: str, m: dict) -> str:
+    """One markdown row: recall and token share with their intervals, contains, sentences, passages."""
+    return (f"| {label} | {m['recall']:.3f} [{m['recall_ci95'][0]:.3f}, {m['recall_ci95'][1]:.3f}] | "
+            f"{m['share']:.3f} [{m['share_ci95'][0]:.3f}, {m['share_ci95'][1]:.3f}] | {m['contains']:.3f} | "
+            f"{m['sentences']:.1f} | {m['passages']:.2f} |")
+
+
 def markdown(result: dict) -> str:
     """The tables of docs/benchmarks.md from a result."""
     lines = []
@@ -464,18 +471,12 @@ def markdown(result: dict) -> str:
         for name in ("at2-rag", "at2-rag (no retriever scores)"):
             m = methods.get(f"{name}|auto")
             if m:
-                lines.append(f"| {name}, auto | {m['recall']:.3f} [{m['recall_ci95'][0]:.3f}, "
-                             f"{m['recall_ci95'][1]:.3f}] | {m['share']:.3f} [{m['share_ci95'][0]:.3f}, "
-                             f"{m['share_ci95'][1]:.3f}] | {m['contains']:.3f} | {m['sentences']:.1f} | "
-                             f"{m['passages']:.2f} |")
+                lines.append(_auto_row(f"{name}, auto", m))
         for name in ("passage top-k", "passage auto"):
             for k in ((*TOP_KS,) if name == "passage top-k" else ("auto",)):
                 m = methods.get(f"{name}|{k}")
                 if m:
-                    lines.append(f"| {name}{'' if k == 'auto' else f', k={k}'} | {m['recall']:.3f} "
-                                 f"[{m['recall_ci95'][0]:.3f}, {m['recall_ci95'][1]:.3f}] | {m['share']:.3f} "
-                                 f"[{m['share_ci95'][0]:.3f}, {m['share_ci95'][1]:.3f}] | {m['contains']:.3f} | "
-                                 f"{m['sentences']:.1f} | {m['passages']:.2f} |")
+                    lines.append(_auto_row(f"{name}{'' if k == 'auto' else f', k={k}'}", m))
         lines.append("")
     lines += ["**Adaptive passage pruning** (both gold passages kept; passages kept)", "",
               "| draft | setting | both gold [95% CI] | passages [95% CI] | gold recall |", "|---|---|---|---|---|"]
