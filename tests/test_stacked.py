@@ -23,10 +23,42 @@ def _records(seed=0, n=60):
 
 def test_forward_selection_keeps_what_transfers_and_stops():
     rows = _records()
-    best, table = stacked.choose(rows, ["log_words", "coverage", "first"])
-    assert best["inputs"] == ["coverage"]
+    best, table = stacked.choose(rows, {name: [name] for name in ("log_words", "coverage", "first")})
+    assert best["inputs"] == best["candidates"] == ["coverage"]
     assert best["mean_auroc"] > 0.9 and set(best["auroc_by_left_out_set"]) == set(stacked.DATASETS)  # sets present
-    assert {tuple(row["inputs"]) for row in table} >= {("log_words",), ("coverage",), ("first",)}
+    assert {tuple(row["candidates"]) for row in table} >= {("log_words",), ("coverage",), ("first",)}
+
+
+def test_a_block_of_inputs_is_chosen_or_left_as_one_candidate():
+    rows = _records()
+    best, _ = stacked.choose(rows, {"noise": ["log_words", "first"], "with coverage": ["position", "coverage"]})
+    assert best["candidates"] == ["with coverage"] and best["inputs"] == ["position", "coverage"]
+
+
+def test_model_signals_join_the_records_and_the_candidates(tmp_path):
+    """Sentences with collected signals keep them (and only those sentences are used); every single-pass signal
+    is a candidate, the lookback ratios one candidate; PMI, which needs a second pass, is not."""
+    import json
+
+    from at2_rag.eval.hallucination import read_answers
+    from at2_rag.support import MODEL, NO_CONTEXT
+    from conftest import SHARED
+
+    if not (SHARED / "hallucination").is_dir():
+        pytest.skip("shared labelled answers not present")
+    answer = next(a for a in read_answers(SHARED / "hallucination" / "ragtruth_dev.jsonl") if a.task == "QA")
+    texts = [answer.response[a:b] for a, b in stacked.sentence_spans(answer.response)]
+    signals = [{**{name: float(k) for name in MODEL}, "lookback_0": 0.5, "lookback_1": 0.25, "coverage": -9.0}
+               for k in range(len(texts))]
+    (tmp_path / "ragtruth-QA.jsonl").write_text(json.dumps({"id": answer.id, "texts": texts, "inputs": signals}) + "\n")
+    rows, _ = stacked.records(SHARED / "hallucination", signals_dir=tmp_path)
+    assert [r["id"] for r in rows] == [answer.id]
+    kept = rows[0]["inputs"]
+    assert kept and all(row["lookback_1"] == 0.25 and row["coverage"] != -9.0 for row in kept)  # lexical: recomputed
+    offered = stacked.candidates(rows, verifier=False)
+    assert offered["lookback"] == ["lookback_0", "lookback_1"]
+    assert {n for n in MODEL if n not in NO_CONTEXT} <= set(offered) and not set(NO_CONTEXT) & set(offered)
+    assert "lookback" not in stacked.candidates(stacked.records(SHARED / "hallucination")[0][:5], verifier=False)
 
 
 def test_left_out_scores_never_come_from_a_fit_on_the_same_set(monkeypatch):

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..eval.hallucination import (LabelledAnswer, design, example_f1, read_answers, reliability,
                                   sentence_labels, sentence_spans_of, span_prf)
 from ..passages import sentence_spans
-from ..support import (EMBEDDING, LEXICAL, STRICTNESS, SUPPORT_SIGN, VERIFIER, ContextVocabulary, SupportDetector,
+from ..support import (EMBEDDING, LEXICAL, MODEL, NO_CONTEXT, STRICTNESS, SUPPORT_SIGN, VERIFIER, ContextVocabulary, SupportDetector,
                        embedding_facts)
 from .detector import CLEAN_FLAG_CAP, choose_span_mode, input_matrix, invented_records
 from .logistic import fit_logistic, platt_knots
@@ -75,12 +75,13 @@ def hotpot_answers(path: str | Path, seed: int = 0) -> list[LabelledAnswer]:
 
 
 def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=None,
-            cache: str | Path | None = None, hotpotqa: str | Path | None = None
-            ) -> tuple[list[dict], dict[str, LabelledAnswer]]:
+            cache: str | Path | None = None, hotpotqa: str | Path | None = None,
+            signals_dir: str | Path | None = None) -> tuple[list[dict], dict[str, LabelledAnswer]]:
     """One record per labelled answer: its judged sentences (``targets``, ``texts``), labels (1 = unsupported),
     and per sentence the lexical facts, the MiniLM similarities (``embed``: an embedder, as at run time; kept
     in ``cache``, JSONL, and read from it when there) and the verifier's out-of-fold score (``scores_path``; a
-    sentence it did not score is left out); ``hotpotqa``: also the HotpotQA train rows of ``hotpot_answers``."""
+    sentence it did not score is left out); ``hotpotqa``: also the HotpotQA train rows of ``hotpot_answers``;
+    ``signals_dir``: the model signals of ``collect_signals`` (a sentence without them is left out)."""
     cached: dict[tuple, dict] = {}
     if cache is not None and Path(cache).exists():
         for line in Path(cache).read_text().splitlines():
@@ -92,6 +93,7 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
         for line in Path(scores_path).read_text().splitlines():
             row = json.loads(line)
             scored[(row["dataset"], row["answer"], row["index"])] = row["verifier"]
+    signals = _signal_rows(signals_dir) if signals_dir is not None else None
     out, answers = [], {}
     files: dict[str, list[LabelledAnswer]] = {}
     chosen: list[tuple[str, LabelledAnswer]] = []
@@ -106,7 +108,8 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
         spans = [(a, b) for a, b in spans if re.search(r"\w", answer.response[a:b])]  # as the verifier fit
         labels = sentence_labels(answer, spans)
         keep = [k for k, lab in enumerate(labels) if lab is not None
-                and (scored is None or (name, answer.id, k) in scored)]
+                and (scored is None or (name, answer.id, k) in scored)
+                and (signals is None or (answer.id, answer.response[spans[k][0]:spans[k][1]].strip()) in signals)]
         if not keep:
             continue
         vocabulary = ContextVocabulary([answer.question, *answer.passages])
@@ -124,6 +127,8 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
             row = {**vocabulary.facts(texts[k].strip(), k, len(spans)), **extra}
             if scored is not None:
                 row[VERIFIER] = float(scored[(name, answer.id, k)])
+            if signals is not None:
+                row.update(signals[(answer.id, texts[k].strip())])
             inputs.append(row)
         out.append({"id": answer.id, "group": answer.group, "dataset": name, "targets": [spans[k] for k in keep],
                     "texts": [texts[k] for k in keep], "labels": [labels[k] for k in keep], "inputs": inputs})
@@ -133,6 +138,51 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
         Path(cache).write_text("".join(json.dumps({"dataset": d, "answer": a, "index": k, **v}) + "\n"
                                        for (d, a, k), v in cached.items()))
     return out, answers
+
+
+SIGNAL_ANSWERS = {"halueval": 1500}  # most answers per set that ``collect_signals`` runs (a seeded sample)
+
+
+def signal_answers(data_dir: str | Path, hotpotqa: str | Path | None) -> dict[str, list[LabelledAnswer]]:
+    """Per set, the labelled answers whose model signals ``collect_signals`` computes: every answer, or a seeded
+    sample of ``SIGNAL_ANSWERS[set]``."""
+    files: dict[str, list[LabelledAnswer]] = {}
+    out = {}
+    for name, (file, task) in DATASETS.items():
+        if file not in files:
+            files[file] = read_answers(Path(data_dir) / file)
+        chosen = [a for a in files[file] if task is None or a.task == task]
+        if name in SIGNAL_ANSWERS and len(chosen) > SIGNAL_ANSWERS[name]:
+            order = np.random.default_rng(0).permutation(len(chosen))[: SIGNAL_ANSWERS[name]]
+            chosen = [chosen[i] for i in sorted(order)]
+        out[name] = chosen
+    if hotpotqa is not None:
+        out[HOTPOTQA] = hotpot_answers(hotpotqa)
+    return out
+
+
+def collect_signals(attributor, data_dir: str | Path, hotpotqa: str | Path | None, out_dir: str | Path) -> None:
+    """One attributor pass per answer of ``signal_answers``: the model signals of each sentence (lookback ratios,
+    log-probabilities, and PMI from a short pass without the passages), cached per set in ``out_dir``
+    (``<set>.jsonl``, resumable)."""
+    from ..eval.hallucination import collect_inputs
+
+    for name, answers in signal_answers(data_dir, hotpotqa).items():
+        collect_inputs(attributor, answers, Path(out_dir) / f"{name}.jsonl", desc=name)
+
+
+def _signal_rows(signals_dir: str | Path) -> dict[tuple[str, str], dict]:
+    """(answer id, sentence text) -> the model inputs of that sentence, from ``collect_signals``'s files."""
+    out = {}
+    for path in sorted(Path(signals_dir).glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if "error" in record:
+                continue
+            for text, row in zip(record["texts"], record["inputs"]):
+                out[(record["id"], text.strip())] = {k: v for k, v in row.items()
+                                                     if k in MODEL or k.startswith("lookback_")}
+    return out
 
 
 def _capped(rows: Sequence[dict], seed: int) -> list[dict]:
@@ -196,37 +246,60 @@ def lodo_auroc(rows: Sequence[dict], inputs: Sequence[str], c: float, invented: 
             "min_auroc": float(np.min(values))}
 
 
-def choose(rows: Sequence[dict], candidates: Sequence[str], invented: Sequence[dict] = (),
+def choose(rows: Sequence[dict], candidates: dict[str, list[str]], invented: Sequence[dict] = (),
            gain: float = MIN_GAIN) -> tuple[dict, list[dict]]:
-    """Forward selection by leave-one-dataset-out: add the candidate input that raises the mean left-out AUROC
-    most, while it raises it by at least ``gain``; then the best ``C`` for those inputs. Returns the choice and
-    every step tried."""
+    """Forward selection by leave-one-dataset-out: add the candidate (name -> its inputs; 'lookback' is one
+    candidate of every head's ratio) that raises the mean left-out AUROC most, while it raises it by at least
+    ``gain``; then the best ``C`` for those inputs. Returns the choice and every step tried."""
     table: list[dict] = []
     chosen: list[str] = []
-    best = {"mean_auroc": -np.inf}
+    best = {"mean_auroc": -np.inf, "inputs": []}
     while len(chosen) < len(candidates):
-        trials = [lodo_auroc(rows, [*chosen, f], C_GRID[1], invented) for f in candidates if f not in chosen]
+        trials = []
+        for name in candidates:
+            if name not in chosen:
+                trial = lodo_auroc(rows, [*best["inputs"], *candidates[name]], C_GRID[1], invented)
+                trials.append({**trial, "candidates": [*chosen, name]})
         table += trials
         top = max(trials, key=lambda row: row["mean_auroc"])
         if top["mean_auroc"] < best["mean_auroc"] + gain:
             break
-        best, chosen = top, top["inputs"]
-    by_c = [lodo_auroc(rows, chosen, c, invented) for c in C_GRID]
+        best, chosen = top, top["candidates"]
+    by_c = [{**lodo_auroc(rows, best["inputs"], c, invented), "candidates": chosen} for c in C_GRID]
     table += by_c
-    return max(by_c, key=lambda row: round(row["mean_auroc"], 3)), table
+    return (max(by_c, key=lambda row: round(row["mean_auroc"], 3)),
+            [{k: v for k, v in row.items() if k != "inputs"} for row in table])
+
+
+def candidates(rows: Sequence[dict], verifier: bool) -> dict[str, list[str]]:
+    """Candidate inputs: lexical facts and MiniLM similarities; the verifier's score when scored; and the model
+    signals of the pass when the rows carry them (single-pass ones only: PMI needs a second pass), the lookback
+    ratios as one candidate."""
+    out = {name: [name] for name in CANDIDATES}
+    if verifier:
+        out[VERIFIER] = [VERIFIER]
+    first = rows[0]["inputs"][0] if rows else {}
+    if "logprob_mean" in first:
+        out.update({name: [name] for name in MODEL if name not in NO_CONTEXT})
+        out["lookback"] = sorted((k for k in first if k.startswith("lookback_")), key=lambda k: int(k.split("_")[1]))
+    return out
 
 
 def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str | Path | None = None,
         cache: str | Path | None = None, previous: SupportDetector | None = None,
-        hotpotqa: str | Path | None = None) -> tuple[SupportDetector, dict]:
+        hotpotqa: str | Path | None = None, signals_dir: str | Path | None = None) -> tuple[SupportDetector, dict]:
     """Choose, calibrate and fit the detector (the steps of the module docstring); the report beside it, with
     the baselines (``previous``: the detector this one replaces)."""
     from ..embeddings import minilm_embedder
 
-    rows, answers = records(data_dir, scores_path, minilm_embedder(), cache, hotpotqa)
+    rows, answers = records(data_dir, scores_path, minilm_embedder(), cache, hotpotqa, signals_dir)
     invented = invented_records(rows, answers)
-    best, table = choose(rows, [*CANDIDATES, *([VERIFIER] if scores_path is not None else [])], invented)
+    offered = candidates(rows, scores_path is not None)
+    best, table = choose(rows, offered, invented)
     inputs = best["inputs"]
+    added = {name: [{"C": c, **{k: v for k, v in lodo_auroc(rows, [*inputs, *offered[name]], c, invented).items()
+                                 if k != "inputs"}} for c in (0.001, *C_GRID)]
+             for name in offered if name not in best["candidates"] and name not in CANDIDATES}
     raw = left_out_raw(rows, inputs, best["C"], invented)
     held_raw = [raw[r["id"]] for r in rows]
     calibrating = [*rows, *_usable(invented, inputs)]
@@ -245,7 +318,7 @@ def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str 
                       "(another answer's sentence, appended or alone)"
                       + ("; verifier input: its out-of-fold entailment" if scores_path else ""),
         command=command,
-        notes=f"inputs {', '.join(inputs)} with signs fixed, C={best['C']}, chosen by leave-one-dataset-out "
+        notes=f"inputs {', '.join(best['candidates'])} with signs fixed, C={best['C']}, chosen by leave-one-dataset-out "
               f"sentence AUROC (forward selection; mean {best['mean_auroc']:.3f}, worst {best['min_auroc']:.3f}); Platt calibration, "
               "operating points (mean sentence balanced accuracy over sets, mean share of clean answers flagged "
               "capped) and span mode on the left-out scores")
@@ -268,7 +341,8 @@ def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str 
     return detector, {"command": command, "chosen": best, "model_choice": table, "curve": curve,
                       "span_f1_by_mode": span_f1, "reliability": reliability(np.concatenate(support), rows),
                       "left_out": left_out, "thresholds": detector.thresholds,
-                      "baselines": baselines(rows, previous)}
+                      "baselines": baselines(rows, previous),
+                      "added_to_chosen": added}  # each unchosen model signal (and the verifier) on top, per C
 
 
 def operating_points(rows: Sequence[dict], support: Sequence[np.ndarray]) -> tuple[dict[str, float], dict]:
@@ -362,12 +436,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plot", default="docs/detector_reliability.png",
                         help="reliability diagram of the left-out support (PNG; needs matplotlib)")
     parser.add_argument("--previous", help="the detector file this fit replaces, reported beside it")
+    parser.add_argument("--signals", help="directory of per-set model signals (lookback ratios, log-probabilities): "
+                        "they join the candidate inputs, and only sentences with signals are used")
+    parser.add_argument("--collect", action="store_true", help="first compute the model signals into --signals "
+                        "(one bundled-attributor pass per answer; resumable)")
+    parser.add_argument("--precision", default="float32", help="the pass's number format for --collect")
     args = parser.parse_args(argv)
+    if args.collect:
+        if not args.signals:
+            parser.error("--collect needs --signals DIR")
+        from ..attributor import AT2Attributor
+
+        attributor = AT2Attributor.from_pretrained(detector=False, precision=args.precision)
+        collect_signals(attributor, args.data, args.hotpotqa, args.signals)
     meta = json.loads(Path(args.fingerprint).read_text())
     fingerprint = {k: meta[k] for k in ("model_id", "num_layers", "num_heads")}
     command = "python -m at2_rag.fit.stacked" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:]))
     previous = SupportDetector.load(args.previous) if args.previous else None
-    detector, report = fit(args.data, fingerprint, command, args.verifier_scores, args.cache, previous, args.hotpotqa)
+    detector, report = fit(args.data, fingerprint, command, args.verifier_scores, args.cache, previous, args.hotpotqa,
+                           args.signals)
     detector.save(args.out)
     Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     if args.plot:
