@@ -271,6 +271,14 @@ def choose(rows: Sequence[dict], candidates: dict[str, list[str]], invented: Seq
             [{k: v for k, v in row.items() if k != "inputs"} for row in table])
 
 
+def transfer(rows: Sequence[dict], inputs: Sequence[str], c: float, train_sets: Sequence[str]) -> dict:
+    """Sentence AUROC on every other set of one fit on ``train_sets`` only (how far one style carries)."""
+    model = _fit([r for r in rows if r["dataset"] in train_sets], inputs, c)
+    return {d: _auroc([r for r in rows if r["dataset"] == d], [model.raw(input_matrix(r, inputs))
+                                                              for r in rows if r["dataset"] == d])
+            for d in SETS if d not in train_sets and any(r["dataset"] == d for r in rows)}
+
+
 def candidates(rows: Sequence[dict], verifier: bool) -> dict[str, list[str]]:
     """Candidate inputs: lexical facts and MiniLM similarities; the verifier's score when scored; and the model
     signals of the pass when the rows carry them (single-pass ones only: PMI needs a second pass), the lookback
@@ -300,6 +308,14 @@ def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str 
     added = {name: [{"C": c, **{k: v for k, v in lodo_auroc(rows, [*inputs, *offered[name]], c, invented).items()
                                  if k != "inputs"}} for c in (0.001, *C_GRID)]
              for name in offered if name not in best["candidates"] and name not in CANDIDATES}
+    from_ragtruth = {}
+    if "lookback" in offered:  # the model signals fit on RAGTruth alone, as the first detector was
+        single = [n for n in offered if n in MODEL]
+        ragtruth = [d for d in SETS if d.startswith("ragtruth")]
+        from_ragtruth = {
+            label: transfer(rows, columns, 0.01, ragtruth) for label, columns in
+            (("signals", single), ("lookback", offered["lookback"]), ("signals+lookback", [*single, *offered["lookback"]]),
+             ("chosen", inputs))}
     raw = left_out_raw(rows, inputs, best["C"], invented)
     held_raw = [raw[r["id"]] for r in rows]
     calibrating = [*rows, *_usable(invented, inputs)]
@@ -342,7 +358,8 @@ def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str 
                       "span_f1_by_mode": span_f1, "reliability": reliability(np.concatenate(support), rows),
                       "left_out": left_out, "thresholds": detector.thresholds,
                       "baselines": baselines(rows, previous),
-                      "added_to_chosen": added}  # each unchosen model signal (and the verifier) on top, per C
+                      "added_to_chosen": added,  # each unchosen model signal (and the verifier) on top, per C
+                      "fit_on_ragtruth_only": from_ragtruth}  # AUROC on the other sets, C = 0.01
 
 
 def operating_points(rows: Sequence[dict], support: Sequence[np.ndarray]) -> tuple[dict[str, float], dict]:
