@@ -226,18 +226,20 @@ class FeatureCapture:
         rows]``. ``mask`` is the rows' own (causal) mask, or one row that holds for all (padding) with the rows'
         ``positions``, after which keys are masked here. Keys start at position ``offset`` (0 unless a
         sliding-window cache dropped the oldest)."""
-        q = query.float()
-        batch, heads, n_rows, dim = q.shape
+        batch, heads, n_rows, dim = query.shape
+        q = query.float() * (scaling if scaling is not None else dim**-0.5)  # scale the rows, not the scores
         k_len = k.shape[2]
         kv_heads = k.shape[1]
         groups = heads // kv_heads
         scores = torch.matmul(q.reshape(batch, kv_heads, groups * n_rows, dim), k.transpose(-1, -2))
-        scores = scores.reshape(batch, heads, n_rows, k_len) * (scaling if scaling is not None else dim**-0.5)
+        scores = scores.reshape(batch, heads, n_rows, k_len)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-        if positions is not None:
-            future = torch.arange(offset, offset + k_len, device=q.device)[None, :] > positions[:, None]
-            scores = scores.masked_fill(future, float("-inf"))
+        if positions is not None:  # only keys after the earliest row can be in a row's future
+            first = max(0, int(positions.min()) + 1 - offset)
+            if first < k_len:
+                future = torch.arange(offset + first, offset + k_len, device=q.device)[None, :] > positions[:, None]
+                scores[..., first:] = scores[..., first:].masked_fill(future, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         prompt_len = self.source_matrix.shape[1]
         if offset:  # as if the dropped keys were there, with no weight (outside the window)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import model_cache
 from .attention import FeatureCapture, capturing, install_attention
 from .errors import InvalidInputError, ModelLoadError
 
@@ -398,7 +399,8 @@ def load_model(
     ``precision``: the pass's number format, ``'auto'``, ``'float32'``, ``'bfloat16'`` or ``'int8'`` (see
     ``resolve_precision``); ``None`` keeps ``dtype``'s rules (float32 on CPU). ``'auto'`` on CPU is bfloat16 where
     the CPU has AVX512-BF16 or AMX-BF16 (2.5-3x faster there, same citations), else float32. A GGUF file is
-    dequantised to float32 and then cast. The result's ``precision`` says what was chosen.
+    dequantised to float32 and then cast; its converted copy is kept (``model_cache``), so later processes skip
+    the GGUF reader. The result's ``precision`` says what was chosen.
 
     Loads are cached per (model, device, resolved precision, revision) so integrations and attributors share
     weights. Raises ``InvalidInputError`` for an unknown precision, ``ModelLoadError`` for what cannot load.
@@ -415,14 +417,20 @@ def _load_model(model: str | None, device: str, torch_dtype: torch.dtype, revisi
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {}
+    gguf = converted = None
     if model is None:
-        path = default_model_path()
-        source, kwargs["gguf_file"], model_id = str(path.parent), path.name, DEFAULT_MODEL_ID
+        gguf, model_id = default_model_path(), DEFAULT_MODEL_ID
     elif str(model).endswith(".gguf"):
-        path = Path(model)
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
-        source, kwargs["gguf_file"], model_id = str(path.parent), path.name, path.stem
+        gguf = Path(model)
+        if not gguf.is_file():
+            raise ModelLoadError(f"GGUF file not found: {gguf}")
+        model_id = gguf.stem
+    if gguf is not None:
+        converted = model_cache.find(gguf)
+        if converted is not None:
+            source = str(converted)
+        else:  # dequantised to float32 (kept as the converted copy), then cast
+            source, kwargs["gguf_file"], load_dtype = str(gguf.parent), gguf.name, torch.float32
     else:
         source = model_id = str(model)
         if _looks_local(source) and not Path(source).exists():
@@ -431,12 +439,16 @@ def _load_model(model: str | None, device: str, torch_dtype: torch.dtype, revisi
             kwargs["revision"] = revision
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype if "gguf_file" in kwargs else torch_dtype,
+                                                  **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"could not load model {model_id!r}: {exc}. Give a hub id (needs network access or a local cache), "
             "a local model directory, or a .gguf file"
         ) from exc
+    if "gguf_file" in kwargs:
+        model_cache.save(gguf, lm, tokenizer)
+        lm = lm.to(torch_dtype)
     lm = lm.to(device)
     if precision == "int8":
         quantize_int8(lm)

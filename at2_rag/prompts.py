@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel
 
 from .passages import Passage
@@ -130,12 +131,17 @@ def _render_context(passages: Sequence[Passage], keep: Sequence[int], kept_sente
 
 def _token_spans(offsets: Sequence[tuple[int, int]], char_spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Map char spans to token spans with the tokenizer's offset mapping (tokens that overlap the span)."""
-    result = []
-    for start, end in char_spans:
-        first = next(i for i, (a, b) in enumerate(offsets) if b > start)
-        last = max(i for i, (a, b) in enumerate(offsets) if a < end)
-        result.append((first, last + 1))
-    return result
+    if not char_spans:
+        return []
+    bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    spans = np.asarray(char_spans, dtype=np.int64).reshape(-1, 2)
+    after_start = bounds[None, :, 1] > spans[:, None, 0]  # [spans, tokens]: the token ends after the span starts
+    before_end = bounds[None, :, 0] < spans[:, None, 1]  # the token starts before the span ends
+    if not (after_start.any(1) & before_end.any(1)).all():
+        raise ValueError("a character span lies outside the tokenized text")
+    first = after_start.argmax(1)
+    last = len(bounds) - 1 - before_end[:, ::-1].argmax(1)
+    return [(int(a), int(b) + 1) for a, b in zip(first, last)]
 
 
 def _shell(tokenizer, template: PromptTemplate) -> tuple[str, str]:
