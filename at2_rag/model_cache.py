@@ -5,13 +5,15 @@ SmolLM2) in Python and dequantises every tensor: 12-20 s on two cores, paid by e
 first load, the tokenizer (``tokenizer.json``) and the dequantised float32 weights (safetensors) are saved
 under ``$AT2_RAG_CACHE`` (default ``$XDG_CACHE_HOME/at2-rag``, else ``~/.cache/at2-rag``), keyed by the file's
 path, size and modification time and the transformers version that converted it; a later load reads them in
-about a second. The weights are the same numbers (float32 holds every dequantised value), so scores are
-identical. ``AT2_RAG_CACHE=off`` turns the copy off; a cache that cannot be written is skipped with a warning.
+a few seconds. The weights are the same numbers (float32 holds every dequantised value), so scores are
+identical. Writing a copy removes older copies of the same file and copies whose file is gone.
+``AT2_RAG_CACHE=off`` turns the copy off; a cache that cannot be written is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -56,8 +58,6 @@ def write_model(model, where: Path) -> None:
     """The model's config and float32 weights in the standard layout (``config.json``, ``model.safetensors``).
     ``save_pretrained`` refuses a GGUF-loaded model even once it is dequantised, so the files are written here,
     without the GGUF quantisation entry; tied weights are stored once."""
-    import json
-
     from safetensors.torch import save_model
 
     config = model.config.to_dict()
@@ -66,6 +66,22 @@ def write_model(model, where: Path) -> None:
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(where)
     save_model(model, str(where / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _remove_stale(kept: Path) -> None:
+    """Remove the other copies of the same file (an older version of it) and copies whose file is gone, so a
+    cache shared by many environments does not grow without bound."""
+    source = json.loads((kept / COMPLETE).read_text())["source"]
+    for other in kept.parent.iterdir():
+        marker = other / COMPLETE
+        if other == kept or not marker.is_file():
+            continue
+        try:
+            theirs = json.loads(marker.read_text()).get("source", "")
+        except (OSError, ValueError):
+            continue
+        if theirs == source or not Path(theirs).is_file():
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def save(gguf: Path, model, tokenizer) -> Path | None:
@@ -80,12 +96,13 @@ def save(gguf: Path, model, tokenizer) -> Path | None:
         try:
             write_model(model, staging)
             tokenizer.save_pretrained(staging)
-            (staging / COMPLETE).write_text(f"converted from {gguf}\n")
+            (staging / COMPLETE).write_text(json.dumps({"source": str(gguf.resolve())}) + "\n")
             if where.exists():  # an interrupted copy, or another process won the race
                 shutil.rmtree(where, ignore_errors=True)
             staging.rename(where)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        _remove_stale(where)
     except OSError as exc:
         logger.warning("could not keep a converted copy of %s in %s (%s); the next load reads the GGUF file again",
                        gguf, where.parent, exc)

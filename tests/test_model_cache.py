@@ -54,6 +54,21 @@ def test_saved_copy_loads_as_the_same_model(monkeypatch, tmp_path, tiny_lm):
     assert tokenizer("Champollion, 1822.").input_ids == tiny_lm.tokenizer("Champollion, 1822.").input_ids
 
 
+def test_a_new_copy_replaces_the_old_copies_of_its_file_and_those_of_missing_files(monkeypatch, tmp_path, tiny_lm):
+    import json
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("AT2_RAG_CACHE", str(root))
+    gguf, other = tmp_path / "tiny.gguf", tmp_path / "other.gguf"
+    gguf.write_bytes(b"x")
+    other.write_bytes(b"y")
+    for name, source in (("tiny-old", gguf), ("gone-1", tmp_path / "deleted.gguf"), ("other-1", other)):
+        (root / name).mkdir(parents=True)
+        (root / name / model_cache.COMPLETE).write_text(json.dumps({"source": str(source.resolve())}))
+    where = model_cache.save(gguf, tiny_lm.model, tiny_lm.tokenizer)
+    assert sorted(p.name for p in root.iterdir()) == sorted([where.name, "other-1"])
+
+
 def test_an_unwritable_cache_is_skipped_with_a_warning(monkeypatch, tmp_path, tiny_lm, caplog):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
