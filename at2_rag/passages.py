@@ -47,16 +47,23 @@ _SENTENCE_END = re.compile(
     r"|(?<=[。！？])[\"')\]」』]*\s*(?=\S)"  # CJK full stop: no space needed
     r"|(?<=[a-z0-9][.!?])(?=[A-Z][a-z])"  # "Paris.It was": a missing space after a lower-case word
 )
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "u.s", "inc", "co", "mt"}
+# Words that end in a full stop without ending a sentence. Not "no": "The answer is no." ends one.
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "u.s", "inc", "co", "mt", "ltd", "corp", "bros",
+                  "ave", "vol", "vols", "pp", "fig", "approx", "dept", "gen", "gov", "lt", "col", "sgt", "capt", "rev",
+                  "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
+# "S.M", "U.S", "J.R.R"; not "a.m" / "p.m", which end sentences as often as not
+_INITIALISM = re.compile(r"[A-Z](?:\.[A-Z])+")
 
 
 def _ends_in_abbreviation(text: str) -> bool:
-    """True if ``text`` ends with an initial ("W.") or a common abbreviation ("Dr."), not a sentence."""
+    """True if ``text`` ends with an initial ("W."), an initialism ("S.M.") or a common abbreviation ("Dr.",
+    "Vol."), not a sentence."""
     words = text.rstrip("\"')]").split()
     if not words or not words[-1].endswith("."):
         return False
     word = words[-1][:-1].lstrip("(\"'")
-    return (len(word) == 1 and word.isupper()) or word.lower() in _ABBREVIATIONS
+    return ((len(word) == 1 and word.isupper()) or word.lower() in _ABBREVIATIONS
+            or _INITIALISM.fullmatch(word) is not None)
 
 
 def to_passages(items: Sequence[PassageLike]) -> list[Passage]:

@@ -34,6 +34,14 @@ def test_sentence_split_keeps_initials_and_abbreviations():
         "It was founded by Willis W. Harman in 1973.", 'Dr. Smith ran it (see "Mt. Hood").', "It grew."]
 
 
+def test_sentence_split_keeps_initialisms_and_volume_numbers_but_ends_at_yes_no_answers():
+    text = ("She signed with S.M. Entertainment. It is in Vol. 2. Governor J.B. Pritzker vetoed it on Oct. 3. "
+            "It moved to the u.s. office. The answer is no. It opens at 9 a.m. Visitors queue.")
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "She signed with S.M. Entertainment.", "It is in Vol. 2.", "Governor J.B. Pritzker vetoed it on Oct. 3.",
+        "It moved to the u.s. office.", "The answer is no.", "It opens at 9 a.m.", "Visitors queue."]
+
+
 def test_caller_sentence_spans_are_checked():
     assert Passage(id="a", text="One. Two.", sentences=[(0, 4), (5, 9)]).sentence_spans() == [(0, 4), (5, 9)]
     with pytest.raises(ValueError):

@@ -79,14 +79,14 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
             signals_dir: str | Path | None = None) -> tuple[list[dict], dict[str, LabelledAnswer]]:
     """One record per labelled answer: its judged sentences (``targets``, ``texts``), labels (1 = unsupported),
     and per sentence the lexical facts, the MiniLM similarities (``embed``: an embedder, as at run time; kept
-    in ``cache``, JSONL, and read from it when there) and the verifier's out-of-fold score (``scores_path``; a
-    sentence it did not score is left out); ``hotpotqa``: also the HotpotQA train rows of ``hotpot_answers``;
-    ``signals_dir``: the model signals of ``collect_signals`` (a sentence without them is left out)."""
+    in ``cache``, JSONL, by answer and sentence text, and read from it when there) and the verifier's
+    out-of-fold score (``scores_path``; a sentence it did not score is left out); ``hotpotqa``: also the
+    HotpotQA train rows of ``hotpot_answers``; ``signals_dir``: the model signals of ``collect_signals`` (a sentence without them is left out)."""
     cached: dict[tuple, dict] = {}
     if cache is not None and Path(cache).exists():
         for line in Path(cache).read_text().splitlines():
             row = json.loads(line)
-            cached[(row["dataset"], row["answer"], row["index"])] = {f: row[f] for f in EMBEDDING}
+            cached[(row["dataset"], row["answer"], row["text"])] = {f: row[f] for f in EMBEDDING}
     scored = None
     if scores_path is not None:
         scored = {}
@@ -116,12 +116,12 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
         texts = [answer.response[a:b] for a, b in spans]
         if embed is None:
             similar = [{} for _ in keep]
-        elif all((name, answer.id, k) in cached for k in keep):
-            similar = [cached[(name, answer.id, k)] for k in keep]
+        elif all((name, answer.id, texts[k]) in cached for k in keep):
+            similar = [cached[(name, answer.id, texts[k])] for k in keep]
         else:
             similar = embedding_facts(embed, [texts[k] for k in keep], [
                 [p[a:b] for a, b in (sentence_spans(p) or [(0, len(p))])] for p in answer.passages])
-            cached.update({(name, answer.id, k): v for k, v in zip(keep, similar)})
+            cached.update({(name, answer.id, texts[k]): v for k, v in zip(keep, similar)})
         inputs = []
         for k, extra in zip(keep, similar):
             row = {**vocabulary.facts(texts[k].strip(), k, len(spans)), **extra}
@@ -135,8 +135,8 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
         answers[answer.id] = answer
     if cache is not None and embed is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        Path(cache).write_text("".join(json.dumps({"dataset": d, "answer": a, "index": k, **v}) + "\n"
-                                       for (d, a, k), v in cached.items()))
+        Path(cache).write_text("".join(json.dumps({"dataset": d, "answer": a, "text": t, **v}) + "\n"
+                                       for (d, a, t), v in cached.items()))
     return out, answers
 
 
