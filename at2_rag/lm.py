@@ -417,7 +417,7 @@ def _load_model(model: str | None, device: str, torch_dtype: torch.dtype, revisi
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {}
-    gguf = converted = None
+    gguf = lm = tokenizer = None
     if model is None:
         gguf, model_id = default_model_path(), DEFAULT_MODEL_ID
     elif str(model).endswith(".gguf"):
@@ -426,29 +426,30 @@ def _load_model(model: str | None, device: str, torch_dtype: torch.dtype, revisi
             raise ModelLoadError(f"GGUF file not found: {gguf}")
         model_id = gguf.stem
     if gguf is not None:
-        converted = model_cache.find(gguf)
-        if converted is not None:
-            source = str(converted)
+        loaded = model_cache.load(gguf, torch_dtype)
+        if loaded is not None:
+            lm, tokenizer = loaded
         else:  # dequantised to float32 (kept as the converted copy), then cast
-            source, kwargs["gguf_file"], load_dtype = str(gguf.parent), gguf.name, torch.float32
+            source, kwargs["gguf_file"] = str(gguf.parent), gguf.name
     else:
         source = model_id = str(model)
         if _looks_local(source) and not Path(source).exists():
             raise ModelLoadError(f"model path not found: {source} (a hub id has the form owner/name)")
         if revision:
             kwargs["revision"] = revision
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=load_dtype if "gguf_file" in kwargs else torch_dtype,
-                                                  **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"could not load model {model_id!r}: {exc}. Give a hub id (needs network access or a local cache), "
-            "a local model directory, or a .gguf file"
-        ) from exc
-    if "gguf_file" in kwargs:
-        model_cache.save(gguf, lm, tokenizer)
-        lm = lm.to(torch_dtype)
+    if lm is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            lm = AutoModelForCausalLM.from_pretrained(
+                source, dtype=torch.float32 if "gguf_file" in kwargs else torch_dtype, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"could not load model {model_id!r}: {exc}. Give a hub id (needs network access or a local cache), "
+                "a local model directory, or a .gguf file"
+            ) from exc
+        if "gguf_file" in kwargs:
+            model_cache.save(gguf, lm, tokenizer)
+            lm = lm.to(torch_dtype)
     lm = lm.to(device)
     if precision == "int8":
         quantize_int8(lm)

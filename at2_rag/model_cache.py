@@ -54,6 +54,23 @@ def find(gguf: Path) -> Path | None:
     return where if where is not None and (where / COMPLETE).is_file() else None
 
 
+def load(gguf: Path, dtype):
+    """``(model, tokenizer)`` from ``gguf``'s converted copy in ``dtype``, or None when there is none. A copy
+    that does not load (damaged on disk) is removed with a warning, and the caller reads the GGUF file again."""
+    where = find(gguf)
+    if where is None:
+        return None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(where, dtype=dtype), AutoTokenizer.from_pretrained(where)
+    except Exception as exc:  # noqa: BLE001 - any failure of a cache entry means: rebuild it from the source
+        logger.warning("the converted copy of %s in %s does not load (%s); removing it and reading the GGUF file",
+                       gguf, where, exc)
+        shutil.rmtree(where, ignore_errors=True)
+        return None
+
+
 def write_model(model, where: Path) -> None:
     """The model's config and float32 weights in the standard layout (``config.json``, ``model.safetensors``).
     ``save_pretrained`` refuses a GGUF-loaded model even once it is dequantised, so the files are written here,

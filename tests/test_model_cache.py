@@ -69,6 +69,20 @@ def test_a_new_copy_replaces_the_old_copies_of_its_file_and_those_of_missing_fil
     assert sorted(p.name for p in root.iterdir()) == sorted([where.name, "other-1"])
 
 
+def test_a_damaged_copy_is_removed_with_a_warning_and_not_used(monkeypatch, tmp_path, tiny_lm, caplog):
+    monkeypatch.setenv("AT2_RAG_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"x")
+    where = model_cache.save(gguf, tiny_lm.model, tiny_lm.tokenizer)
+    model, _ = model_cache.load(gguf, torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    weights = where / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="at2_rag.model_cache"):
+        assert model_cache.load(gguf, torch.float32) is None
+    assert "does not load" in caplog.text and not where.exists() and model_cache.find(gguf) is None
+
+
 def test_an_unwritable_cache_is_skipped_with_a_warning(monkeypatch, tmp_path, tiny_lm, caplog):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
