@@ -114,9 +114,14 @@ def save(gguf: Path, model, tokenizer) -> Path | None:
             write_model(model, staging)
             tokenizer.save_pretrained(staging)
             (staging / COMPLETE).write_text(json.dumps({"source": str(gguf.resolve())}) + "\n")
-            if where.exists():  # an interrupted copy, or another process won the race
-                shutil.rmtree(where, ignore_errors=True)
-            staging.rename(where)
+            if not (where / COMPLETE).is_file():  # else another process finished first: keep its copy
+                if where.exists():  # an interrupted copy
+                    shutil.rmtree(where, ignore_errors=True)
+                try:
+                    staging.rename(where)
+                except OSError:
+                    if not (where / COMPLETE).is_file():  # not a race lost to a complete copy
+                        raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         _remove_stale(where)

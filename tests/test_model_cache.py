@@ -69,6 +69,17 @@ def test_a_new_copy_replaces_the_old_copies_of_its_file_and_those_of_missing_fil
     assert sorted(p.name for p in root.iterdir()) == sorted([where.name, "other-1"])
 
 
+def test_a_copy_another_process_finished_first_is_kept(monkeypatch, tmp_path, tiny_lm):
+    monkeypatch.setenv("AT2_RAG_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"x")
+    first = model_cache.save(gguf, tiny_lm.model, tiny_lm.tokenizer)
+    marker = (first / model_cache.COMPLETE).stat().st_mtime_ns
+    assert model_cache.save(gguf, tiny_lm.model, tiny_lm.tokenizer) == first
+    assert (first / model_cache.COMPLETE).stat().st_mtime_ns == marker  # not rewritten
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging left behind
+
+
 def test_a_damaged_copy_is_removed_with_a_warning_and_not_used(monkeypatch, tmp_path, tiny_lm, caplog):
     monkeypatch.setenv("AT2_RAG_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "tiny.gguf"

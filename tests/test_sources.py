@@ -1,8 +1,8 @@
 import pytest
 
 from at2_rag import EmptyInputError, InvalidInputError, Passage, to_passages
-from at2_rag.prompts import build_prompt
 from at2_rag.passages import sentence_spans
+from at2_rag.prompts import build_prompt
 
 
 def test_to_sources_accepts_strings_pairs_and_sources():

@@ -29,11 +29,29 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..eval.hallucination import (LabelledAnswer, design, example_f1, read_answers, reliability,
-                                  sentence_labels, sentence_spans_of, span_prf)
+from ..eval.hallucination import (
+    LabelledAnswer,
+    design,
+    example_f1,
+    read_answers,
+    reliability,
+    sentence_labels,
+    sentence_spans_of,
+    span_prf,
+)
 from ..passages import sentence_spans
-from ..support import (EMBEDDING, LEXICAL, MODEL, NO_CONTEXT, STRICTNESS, SUPPORT_SIGN, VERIFIER, ContextVocabulary, SupportDetector,
-                       embedding_facts)
+from ..support import (
+    EMBEDDING,
+    LEXICAL,
+    MODEL,
+    NO_CONTEXT,
+    STRICTNESS,
+    SUPPORT_SIGN,
+    VERIFIER,
+    ContextVocabulary,
+    SupportDetector,
+    embedding_facts,
+)
 from .detector import CLEAN_FLAG_CAP, choose_span_mode, input_matrix, invented_records
 from .logistic import fit_logistic, platt_knots
 from .verifier import DATASETS, HOTPOTQA
@@ -256,9 +274,9 @@ def choose(rows: Sequence[dict], candidates: dict[str, list[str]], invented: Seq
     best = {"mean_auroc": -np.inf, "inputs": []}
     while len(chosen) < len(candidates):
         trials = []
-        for name in candidates:
+        for name, inputs in candidates.items():
             if name not in chosen:
-                trial = lodo_auroc(rows, [*best["inputs"], *candidates[name]], C_GRID[1], invented)
+                trial = lodo_auroc(rows, [*best["inputs"], *inputs], C_GRID[1], invented)
                 trials.append({**trial, "candidates": [*chosen, name]})
         table += trials
         top = max(trials, key=lambda row: row["mean_auroc"])
