@@ -48,8 +48,9 @@ _SENTENCE_END = re.compile(
     r"|(?<=[a-z0-9][.!?])(?=[A-Z][a-z])"  # "Paris.It was": a missing space after a lower-case word
 )
 # Words that end in a full stop without ending a sentence. Not "no": "The answer is no." ends one.
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "u.s", "inc", "co", "mt", "ltd", "corp", "bros",
-                  "ave", "vol", "vols", "pp", "fig", "approx", "dept", "gen", "gov", "lt", "col", "sgt", "capt", "rev",
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "e.g", "i.e", "u.s", "inc", "co", "mt",
+                  "ltd", "corp", "bros", "ave", "vol", "vols", "pp", "fig", "approx", "dept", "gen", "gov", "lt", "col",
+                  "sgt", "capt", "rev",
                   "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 # "S.M", "U.S", "J.R.R"; not "a.m" / "p.m", which end sentences as often as not
 _INITIALISM = re.compile(r"[A-Z](?:\.[A-Z])+")

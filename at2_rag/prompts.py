@@ -131,17 +131,19 @@ def _render_context(passages: Sequence[Passage], keep: Sequence[int], kept_sente
 
 def _token_spans(offsets: Sequence[tuple[int, int]], char_spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Map char spans to token spans with the tokenizer's offset mapping (tokens that overlap the span)."""
-    if not char_spans:
-        return []
     bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     spans = np.asarray(char_spans, dtype=np.int64).reshape(-1, 2)
-    after_start = bounds[None, :, 1] > spans[:, None, 0]  # [spans, tokens]: the token ends after the span starts
-    before_end = bounds[None, :, 0] < spans[:, None, 1]  # the token starts before the span ends
-    if not (after_start.any(1) & before_end.any(1)).all():
-        raise ValueError("a character span lies outside the tokenized text")
-    first = after_start.argmax(1)
-    last = len(bounds) - 1 - before_end[:, ::-1].argmax(1)
-    return [(int(a), int(b) + 1) for a, b in zip(first, last)]
+    result = []
+    step = max(1, 2**22 // max(1, len(bounds)))  # spans per block: at most 4M comparisons held at once
+    for block in (spans[i : i + step] for i in range(0, len(spans), step)):
+        after_start = bounds[None, :, 1] > block[:, None, 0]  # [spans, tokens]: the token ends after the start
+        before_end = bounds[None, :, 0] < block[:, None, 1]  # the token starts before the span ends
+        if not (after_start.any(1) & before_end.any(1)).all():
+            raise ValueError("a character span lies outside the tokenized text")
+        first = after_start.argmax(1)
+        last = len(bounds) - 1 - before_end[:, ::-1].argmax(1)
+        result += [(int(a), int(b) + 1) for a, b in zip(first, last)]
+    return result
 
 
 def _shell(tokenizer, template: PromptTemplate) -> tuple[str, str]:

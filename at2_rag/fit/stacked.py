@@ -99,7 +99,8 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
     and per sentence the lexical facts, the MiniLM similarities (``embed``: an embedder, as at run time; kept
     in ``cache``, JSONL, by answer and sentence text, and read from it when there) and the verifier's
     out-of-fold score (``scores_path``; a sentence it did not score is left out); ``hotpotqa``: also the
-    HotpotQA train rows of ``hotpot_answers``; ``signals_dir``: the model signals of ``collect_signals`` (a sentence without them is left out)."""
+    HotpotQA train rows of ``hotpot_answers``; ``signals_dir``: the model signals of ``collect_signals`` (a
+    sentence without them is left out)."""
     cached: dict[tuple, dict] = {}
     if cache is not None and Path(cache).exists():
         for line in Path(cache).read_text().splitlines():
@@ -125,13 +126,13 @@ def records(data_dir: str | Path, scores_path: str | Path | None = None, embed=N
         spans = sentence_spans(answer.response) or [(0, len(answer.response))]
         spans = [(a, b) for a, b in spans if re.search(r"\w", answer.response[a:b])]  # as the verifier fit
         labels = sentence_labels(answer, spans)
+        texts = [answer.response[a:b] for a, b in spans]
         keep = [k for k, lab in enumerate(labels) if lab is not None
                 and (scored is None or (name, answer.id, k) in scored)
-                and (signals is None or (answer.id, answer.response[spans[k][0]:spans[k][1]].strip()) in signals)]
+                and (signals is None or (answer.id, texts[k].strip()) in signals)]
         if not keep:
             continue
         vocabulary = ContextVocabulary([answer.question, *answer.passages])
-        texts = [answer.response[a:b] for a, b in spans]
         if embed is None:
             similar = [{} for _ in keep]
         elif all((name, answer.id, texts[k]) in cached for k in keep):
@@ -330,10 +331,9 @@ def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str 
     if "lookback" in offered:  # the model signals fit on RAGTruth alone, as the first detector was
         single = [n for n in offered if n in MODEL]
         ragtruth = [d for d in SETS if d.startswith("ragtruth")]
-        from_ragtruth = {
-            label: transfer(rows, columns, 0.01, ragtruth) for label, columns in
-            (("signals", single), ("lookback", offered["lookback"]), ("signals+lookback", [*single, *offered["lookback"]]),
-             ("chosen", inputs))}
+        lookback = offered["lookback"]
+        columns = {"signals": single, "lookback": lookback, "signals+lookback": [*single, *lookback], "chosen": inputs}
+        from_ragtruth = {label: transfer(rows, cols, 0.01, ragtruth) for label, cols in columns.items()}
     raw = left_out_raw(rows, inputs, best["C"], invented)
     held_raw = [raw[r["id"]] for r in rows]
     calibrating = [*rows, *_usable(invented, inputs)]
@@ -352,8 +352,9 @@ def fit(data_dir: str | Path, fingerprint: dict, command: str, scores_path: str 
                       "(another answer's sentence, appended or alone)"
                       + ("; verifier input: its out-of-fold entailment" if scores_path else ""),
         command=command,
-        notes=f"inputs {', '.join(best['candidates'])} with signs fixed, C={best['C']}, chosen by leave-one-dataset-out "
-              f"sentence AUROC (forward selection; mean {best['mean_auroc']:.3f}, worst {best['min_auroc']:.3f}); Platt calibration, "
+        notes=f"inputs {', '.join(best['candidates'])} with signs fixed, C={best['C']}, chosen by "
+              f"leave-one-dataset-out sentence AUROC (forward selection; mean {best['mean_auroc']:.3f}, worst "
+              f"{best['min_auroc']:.3f}); Platt calibration, "
               "operating points (mean sentence balanced accuracy over sets, mean share of clean answers flagged "
               "capped) and span mode on the left-out scores")
     support = [np.interp(r_, knots_x, knots_y) for r_ in held_raw]
