@@ -114,6 +114,8 @@ def save(gguf: Path, model, tokenizer) -> Path | None:
             write_model(model, staging)
             tokenizer.save_pretrained(staging)
             (staging / COMPLETE).write_text(json.dumps({"source": str(gguf.resolve())}) + "\n")
+            for path in (staging, *staging.iterdir()):  # mkdtemp and safetensors make them private
+                path.chmod(0o755 if path.is_dir() else 0o644)
             if not (where / COMPLETE).is_file():  # else another process finished first: keep its copy
                 if where.exists():  # an interrupted copy
                     shutil.rmtree(where, ignore_errors=True)

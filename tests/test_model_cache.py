@@ -43,6 +43,8 @@ def test_saved_copy_loads_as_the_same_model(monkeypatch, tmp_path, tiny_lm):
     where = model_cache.save(gguf, tiny_lm.model, tiny_lm.tokenizer)
     assert where is not None and model_cache.find(gguf) == where
     assert not [p for p in where.parent.iterdir() if p.name.startswith(".partial-")]
+    assert where.stat().st_mode & 0o777 == 0o755  # readable by others when the cache is shared
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in where.iterdir())
     model = AutoModelForCausalLM.from_pretrained(where)
     tokenizer = AutoTokenizer.from_pretrained(where)
     mine, theirs = tiny_lm.model.state_dict(), model.state_dict()
