@@ -42,6 +42,7 @@ from ..eval.hallucination import (
 from ..passages import sentence_spans
 from ..support import (
     EMBEDDING,
+    EVIDENCE,
     LEXICAL,
     MODEL,
     NO_CONTEXT,
@@ -200,7 +201,7 @@ def _signal_rows(signals_dir: str | Path) -> dict[tuple[str, str], dict]:
                 continue
             for text, row in zip(record["texts"], record["inputs"]):
                 out[(record["id"], text.strip())] = {k: v for k, v in row.items()
-                                                     if k in MODEL or k.startswith("lookback_")}
+                                                     if k in MODEL or k in EVIDENCE or k.startswith("lookback_")}
     return out
 
 
@@ -301,13 +302,13 @@ def transfer(rows: Sequence[dict], inputs: Sequence[str], c: float, train_sets: 
 def candidates(rows: Sequence[dict], verifier: bool) -> dict[str, list[str]]:
     """Candidate inputs: lexical facts and MiniLM similarities; the verifier's score when scored; and the model
     signals of the pass when the rows carry them (single-pass ones only: PMI needs a second pass), the lookback
-    ratios as one candidate."""
+    ratios as one candidate, and the evidence probabilities of each sentence's top cited source sentence."""
     out = {name: [name] for name in CANDIDATES}
     if verifier:
         out[VERIFIER] = [VERIFIER]
     first = rows[0]["inputs"][0] if rows else {}
     if "logprob_mean" in first:
-        out.update({name: [name] for name in MODEL if name not in NO_CONTEXT})
+        out.update({name: [name] for name in (*MODEL, *EVIDENCE) if name not in NO_CONTEXT and name in first})
         out["lookback"] = sorted((k for k in first if k.startswith("lookback_")), key=lambda k: int(k.split("_")[1]))
     return out
 
