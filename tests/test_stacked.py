@@ -37,7 +37,8 @@ def test_a_block_of_inputs_is_chosen_or_left_as_one_candidate():
 
 def test_model_signals_join_the_records_and_the_candidates(tmp_path):
     """Sentences with collected signals keep them (and only those sentences are used); every single-pass signal
-    is a candidate, the lookback ratios one candidate; PMI, which needs a second pass, is not."""
+    is a candidate, the lookback ratios one candidate, and an evidence probability the rows carry; PMI, which needs
+    a second pass, is not."""
     import json
 
     from at2_rag.eval.hallucination import read_answers
@@ -48,16 +49,19 @@ def test_model_signals_join_the_records_and_the_candidates(tmp_path):
         pytest.skip("shared labelled answers not present")
     answer = next(a for a in read_answers(SHARED / "hallucination" / "ragtruth_dev.jsonl") if a.task == "QA")
     texts = [answer.response[a:b] for a, b in stacked.sentence_spans(answer.response)]
-    signals = [{**{name: float(k) for name in MODEL}, "lookback_0": 0.5, "lookback_1": 0.25, "coverage": -9.0}
+    signals = [{**{name: float(k) for name in MODEL}, "lookback_0": 0.5, "lookback_1": 0.25, "coverage": -9.0,
+                "evidence_top": 0.75}
                for k in range(len(texts))]
     (tmp_path / "ragtruth-QA.jsonl").write_text(json.dumps({"id": answer.id, "texts": texts, "inputs": signals}) + "\n")
     rows, _ = stacked.records(SHARED / "hallucination", signals_dir=tmp_path)
     assert [r["id"] for r in rows] == [answer.id]
     kept = rows[0]["inputs"]
-    assert kept and all(row["lookback_1"] == 0.25 and row["coverage"] != -9.0 for row in kept)  # lexical: recomputed
+    assert kept and all(row["lookback_1"] == 0.25 and row["evidence_top"] == 0.75 and row["coverage"] != -9.0
+                        for row in kept)  # lexical: recomputed
     offered = stacked.candidates(rows, verifier=False)
     assert offered["lookback"] == ["lookback_0", "lookback_1"]
     assert {n for n in MODEL if n not in NO_CONTEXT} <= set(offered) and not set(NO_CONTEXT) & set(offered)
+    assert offered["evidence_top"] == ["evidence_top"] and "lexical_top" not in offered  # only what was collected
     assert "lookback" not in stacked.candidates(stacked.records(SHARED / "hallucination")[0][:5], verifier=False)
 
 
