@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from at2_rag.fit import stacked
+from at2_rag.fit.verifier import auroc
 from at2_rag.passages import sentence_spans
 from at2_rag.verifier import claim_text, evidence_texts
 
@@ -74,12 +75,6 @@ class PackagedNLI:
             logits = self.session.run(None, feed)[0]
             out.append(logits[:, 1] - logits[:, 0])
         return np.concatenate(out) if out else np.zeros(0)
-
-
-def auroc(labels: np.ndarray, score: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, score)) if 0 < labels.sum() < len(labels) else None
 
 
 def main() -> None:
